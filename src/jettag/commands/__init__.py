@@ -1,0 +1,1 @@
+"""One module per ``jettag`` subcommand; see ``jettag.cli``."""

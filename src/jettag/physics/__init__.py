@@ -1,0 +1,1 @@
+"""Physics shared by data and models: four-vector kinematics and pairwise features."""
