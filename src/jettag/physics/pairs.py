@@ -1,0 +1,95 @@
+"""Pairwise interaction features U of ParT and MIParT, computed in torch on the batch's device.
+
+For particles a, b (features.md):
+
+- Delta = sqrt((y_a - y_b)^2 + dphi_ab^2) with rapidity y,
+- kT = min(pT_a, pT_b) * Delta,  z = min(pT_a, pT_b) / (pT_a + pT_b),
+- m^2 = (E_a + E_b)^2 - |p_a + p_b|^2,
+
+returned as channels (ln kT, ln z, ln Delta, ln m^2), each argument clamped to at least ``eps``
+before the log, exactly as weaver-core's ``pairwise_lv_fts`` so that weaver-trained weights work.
+
+U is symmetric, so it is computed only on the lower triangle (i >= j): per-particle quantities
+(pT, y, phi) are computed once per particle and gathered per pair, which halves the pair work.
+Models that embed pairs pointwise can stay on the triangle until after the embedding and scatter
+only the few output channels (``pair_features_tril`` + ``scatter_tril``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+PAIR_FEATURE_NAMES = ("ln_kt", "ln_z", "ln_delta", "ln_m2")
+
+_TRIL_CACHE: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def tril_indices(n: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (i >= j) of the lower triangle with diagonal, cached per size/device."""
+    device = torch.device(device)
+    key = (n, device)
+    if key not in _TRIL_CACHE:
+        idx = torch.tril_indices(n, n, device=device)
+        _TRIL_CACHE[key] = (idx[0], idx[1])
+    return _TRIL_CACHE[key]
+
+
+def _pt_rap_phi(vectors: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-particle pT, rapidity and phi from (B, 4, P) vectors, as weaver computes them."""
+    px, py, pz, energy = vectors.unbind(dim=1)
+    pt = torch.sqrt((px * px + py * py).clamp(min=eps))
+    # 0.5 ln((E + pz) / (E - pz)) written as weaver writes it, so the float32 rounding matches.
+    rap = 0.5 * torch.log(1 + (2 * pz) / (energy - pz).clamp(min=1e-20))
+    phi = torch.atan2(py, px)
+    return pt, rap, phi
+
+
+def pair_features_tril(
+    vectors: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pair features on the lower triangle.
+
+    Args:
+        vectors: (B, 4, P) float tensor of (px, py, pz, E).
+        mask: optional (B, 1, P) bool tensor, True for real particles. Pairs that involve a padded
+            particle are set to 0, so padding can never leak into a real entry.
+        eps: the clamp applied to each log argument.
+
+    Returns:
+        (features (B, 4, P(P+1)/2), i, j): the features of pair (i[k], j[k]) with i >= j.
+    """
+    vectors = vectors.float()
+    n = vectors.shape[-1]
+    i, j = tril_indices(n, vectors.device)
+    pt, rap, phi = _pt_rap_phi(vectors, eps)
+    pti, ptj = pt[:, i], pt[:, j]
+    dphi = torch.remainder(phi[:, i] - phi[:, j] + math.pi, 2 * math.pi) - math.pi
+    delta = torch.sqrt((rap[:, i] - rap[:, j]) ** 2 + dphi**2)
+    ptmin = torch.minimum(pti, ptj)
+    ln_delta = torch.log(delta.clamp(min=eps))
+    ln_kt = torch.log((ptmin * delta).clamp(min=eps))
+    ln_z = torch.log((ptmin / (pti + ptj).clamp(min=eps)).clamp(min=eps))
+    psum = vectors[:, :, i] + vectors[:, :, j]
+    m2 = psum[:, 3] ** 2 - (psum[:, 0] ** 2 + psum[:, 1] ** 2 + psum[:, 2] ** 2)
+    ln_m2 = torch.log(m2.clamp(min=eps))
+    feats = torch.stack((ln_kt, ln_z, ln_delta, ln_m2), dim=1)
+    if mask is not None:
+        m = mask[:, 0].bool()
+        feats = feats * (m[:, i] & m[:, j]).unsqueeze(1).to(feats.dtype)
+    return feats, i, j
+
+
+def scatter_tril(values: torch.Tensor, i: torch.Tensor, j: torch.Tensor, n: int) -> torch.Tensor:
+    """Mirror lower-triangle values (B, C, n(n+1)/2) into a full symmetric (B, C, n, n) tensor."""
+    out = values.new_zeros(values.shape[0], values.shape[1], n, n)
+    out[:, :, i, j] = values
+    out[:, :, j, i] = values
+    return out
+
+
+def pair_features(vectors: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """Full symmetric pair features (B, 4, P, P); see ``pair_features_tril``."""
+    feats, i, j = pair_features_tril(vectors, mask, eps)
+    return scatter_tril(feats, i, j, vectors.shape[-1])
