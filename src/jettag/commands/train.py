@@ -1,0 +1,43 @@
+"""``jettag train RECIPE [key=value ...]``: train a model from ``configs/<RECIPE>.yaml`` plus overrides.
+
+``--resume RUN_DIR`` continues a killed run exactly where its ``last`` checkpoint left it (overrides
+given then, e.g. ``epochs=30`` or ``max_steps=null``, are applied on top of the run's config).
+Under ``torchrun`` every rank runs this command; rank 0 writes the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a tagger from a recipe (configs/*.yaml) with key=value overrides",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="recipe name (configs/<name>.yaml) or path; omit with --resume")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=5e-4 data.path=train.parquet")
+    p.add_argument("--run-dir", help="run directory (default runs/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume this run from its last checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jettag.train.config import apply_overrides, check, read_config, resolve
+    from jettag.train.trainer import train
+
+    if args.resume:
+        overrides = ([args.recipe] if args.recipe and "=" in args.recipe else []) + list(args.overrides)
+        cfg = apply_overrides(read_config(args.resume), overrides)
+        check(cfg)
+        run_dir = Path(args.resume)
+    else:
+        if not args.recipe:
+            raise SystemExit("jettag train: give a RECIPE (or --resume RUN_DIR)")
+        cfg = resolve(args.recipe, args.overrides)
+        run_dir = Path(args.run_dir or f"runs/{cfg['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = train(cfg, run_dir, resume=bool(args.resume))
+    print(json.dumps({k: v for k, v in summary.items() if k != "val"}, default=str))
+    print(f"run directory: {run_dir}")
+    return 0

@@ -1,0 +1,130 @@
+"""Pythia 8 event generation into flat numpy arrays (no per-particle Python).
+
+``Pythia.nextBatch(n)`` (pythia8mc >= 8.317) hands a batch of events over as one awkward array,
+about 30x faster than reading ``event[i]`` particle by particle. Everything downstream (truth
+matching, clustering input, impact parameters, detector) then works on the flattened columns of
+the whole batch at once, with ``offsets`` marking where each event starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+PYTHIA_SEED_MAX = 900_000_000  # Pythia's Random:seed range is 1..900000000 (0 means "from the clock")
+
+
+class GenerationError(RuntimeError):
+    """Pythia could not be set up or produced no usable events."""
+
+
+@dataclass
+class FlatEvents:
+    """A batch of Pythia events as flat per-particle columns; ``offsets[i]:offsets[i+1]`` is event i.
+
+    ``mother1`` and ``daughter1`` are *global* indices into these flat arrays (-1 for none), so
+    following the decay history is plain numpy fancy indexing.
+    """
+
+    offsets: np.ndarray
+    pid: np.ndarray
+    status: np.ndarray
+    mother1: np.ndarray
+    daughter1: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    vz: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def event(self) -> np.ndarray:
+        """Event number of every particle."""
+        return np.repeat(np.arange(self.n_events), np.diff(self.offsets))
+
+
+def make_pythia(settings: list[str]):
+    """A configured, initialised ``pythia8mc.Pythia``; banner and listings stay off the terminal."""
+    import pythia8mc
+
+    pythia = pythia8mc.Pythia("", False)
+    for line in settings:
+        if not pythia.readString(line):
+            raise GenerationError(f"Pythia rejected the setting {line!r}")
+    if not pythia.init():
+        raise GenerationError(f"Pythia initialisation failed with settings {settings}")
+    return pythia
+
+
+def _global(local: np.ndarray, event: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Local (within-event) Pythia indices to global flat indices; 0 (the system line) becomes -1."""
+    return np.where(local > 0, local + offsets[event], -1)
+
+
+def next_events(pythia, n_events: int, timings: dict[str, float] | None = None) -> FlatEvents:
+    """Generate ``n_events`` events and flatten them; failed events are skipped, as Pythia does.
+
+    ``timings["pythia"]`` accumulates the seconds spent inside Pythia itself (``nextBatch``), so a
+    benchmark can report the share of time the rest of the chain costs.
+    """
+    start = time.perf_counter()
+    batch = pythia.nextBatch(n_events)
+    if timings is not None:
+        timings["pythia"] = timings.get("pythia", 0.0) + time.perf_counter() - start
+    prt = batch["prt"]
+    counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    flat = ak.flatten(prt, axis=1)
+
+    def col(a) -> np.ndarray:
+        return np.asarray(ak.to_numpy(a))
+
+    p = flat["p"]
+    vprod = flat["vProd"]
+    event = np.repeat(np.arange(len(counts)), counts)
+    return FlatEvents(
+        offsets=offsets,
+        pid=col(flat["id"]).astype(np.int32),
+        status=col(flat["status"]).astype(np.int32),
+        mother1=_global(col(flat["mother1"]).astype(np.int64), event, offsets),
+        daughter1=_global(col(flat["daughter1"]).astype(np.int64), event, offsets),
+        px=col(p["px"]), py=col(p["py"]), pz=col(p["pz"]), e=col(p["e"]),
+        vx=col(ak.fill_none(vprod["px"], 0.0)),
+        vy=col(ak.fill_none(vprod["py"], 0.0)),
+        vz=col(ak.fill_none(vprod["pz"], 0.0)),
+    )
+
+
+class ChargeTable:
+    """Electric charge from the PDG id via Pythia's particle data, one lookup per distinct id."""
+
+    def __init__(self, pythia) -> None:
+        self._data = pythia.particleData
+        self._known: dict[int, float] = {}
+
+    def __call__(self, pid: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(pid, return_inverse=True)
+        for u in unique.tolist():
+            if u not in self._known:
+                self._known[u] = float(self._data.charge(u))
+        return np.array([self._known[u] for u in unique.tolist()], dtype=np.float32)[inverse]
+
+
+def cross_section(pythia) -> dict[str, float]:
+    """Pythia's estimate of the generated cross section (mb) and its counters for the manifest."""
+    info = pythia.infoPython()
+    return {
+        "sigma_mb": float(info.sigmaGen()),
+        "sigma_err_mb": float(info.sigmaErr()),
+        "n_tried": int(info.nTried()),
+        "n_accepted": int(info.nAccepted()),
+    }

@@ -1,0 +1,451 @@
+"""Building blocks shared by the jettag models, each written once.
+
+Layout: the models receive weaver's channel-first tensors ``(B, C, P)`` but work channel-last
+``(B, P, C)`` inside, because every pointwise layer is then one ``F.linear`` (a single GEMM)
+instead of a ``Conv1d`` with a kernel of one, and attention wants ``(B, P, C)`` anyway.
+
+Blocks:
+
+- ``MaskedBatchNorm``: BatchNorm whose batch statistics are taken over real particles (or real
+  pairs) only. In eval mode it is an ordinary BatchNorm with running statistics, so trained
+  weaver weights give identical outputs; in training mode the statistics no longer depend on
+  how much padding a batch carries (weaver's particle BN counts padded zeros, its sparse pair
+  embedding already drops padded pairs, as done here for both).
+- ``ParticleEmbed``: BN over the input features, then (LN -> Linear -> GELU) per width.
+- ``PairEmbed``: BN + pointwise (Linear -> BN -> GELU) layers on the pair features of
+  ``jettag.physics.pairs``, evaluated on the lower triangle (U is symmetric) and mirrored only
+  after the last layer, so the MLP runs on P(P+1)/2 pairs instead of P^2. It can emit the
+  output of several layers (MIParT's U1 and U2 come from one MLP).
+- ``Attention``: multi-head attention through ``F.scaled_dot_product_attention`` with the pair
+  bias (padded keys already at -inf) as a float ``attn_mask``.
+- ``NormFormerBlock``: ParT's block (LN -> attention -> per-head scale -> LN -> dropout ->
+  residual; LN -> fc1 -> GELU -> dropout -> LN -> fc2 -> dropout -> per-channel residual scale).
+  The token mixer is either ``Attention`` or ``ValueAttention`` (MIParT's MI attention), and the
+  same block runs as a class-attention block (CaiT) with ``forward_cls``.
+- ``EdgeConv``: ParticleNet's EdgeConv block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jettag.physics.pairs import _pt_rap_phi, pair_features_tril, scatter_tril
+
+NEG_INF = float("-inf")
+
+
+def exporting() -> bool:
+    """True while tracing for ONNX / TorchScript, where shape-dependent Python caches must not run."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls produce for ``x`` right now (the autocast dtype when autocast is on)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+class MaskedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the channel axis whose training statistics skip masked (padded) entries.
+
+    Same parameters and buffers as ``nn.BatchNorm1d`` (so weaver's BN weights load unchanged),
+    but it accepts any rank and either a channel-first (``channel_last=False``, dim 1) or a
+    channel-last (dim -1) layout. ``mask`` is a bool tensor broadcastable to ``x`` with size 1 on
+    the channel axis; only True entries enter the batch mean/variance. Statistics are computed in
+    float32 even under autocast.
+    """
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, channel_last: bool = False
+    ) -> torch.Tensor:
+        cdim = x.ndim - 1 if channel_last else 1
+        shape = [1] * x.ndim
+        shape[cdim] = -1
+        if self.training:
+            dims = [d for d in range(x.ndim) if d != cdim]
+            xf = x.float()
+            if mask is None:
+                n = torch.tensor(xf.numel() / xf.shape[cdim], device=x.device)
+                mean = xf.mean(dim=dims)
+                var = xf.var(dim=dims, unbiased=False)
+            else:
+                w = mask.to(xf.dtype)
+                n = torch.broadcast_to(w, xf.shape).sum(dim=dims)[0].clamp(min=1)
+                mean = (xf * w).sum(dim=dims) / n
+                var = (((xf - mean.view(shape)) ** 2) * w).sum(dim=dims) / n
+            if self.track_running_stats and self.running_mean is not None:
+                with torch.no_grad():
+                    self.num_batches_tracked.add_(1)
+                    m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                    unbiased = var * n / (n - 1).clamp(min=1)
+                    self.running_mean.mul_(1 - m).add_(m * mean)
+                    self.running_var.mul_(1 - m).add_(m * unbiased)
+        else:
+            if not channel_last and x.ndim <= 3:
+                return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False,
+                                    0.0, self.eps)
+            mean, var = self.running_mean, self.running_var
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        shift = self.bias - mean * scale
+        return (x * scale.view(shape).to(x.dtype) + shift.view(shape).to(x.dtype))
+
+
+def masked_fill_padded(x: torch.Tensor, keep: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """``x`` with entries where ``keep`` is False replaced by ``value`` (keep broadcasts to x)."""
+    return x.masked_fill(~keep, value)
+
+
+class ParticleEmbed(nn.Module):
+    """BN over input features, then (LayerNorm -> Linear -> GELU) per width; padded tokens zeroed.
+
+    Input ``(B, C, P)`` channel-first plus mask ``(B, 1, P)``; output ``(B, P, dims[-1])``.
+    """
+
+    def __init__(self, input_dim: int, dims: Sequence[int], activation: str = "gelu") -> None:
+        super().__init__()
+        self.input_bn = MaskedBatchNorm(input_dim)
+        layers: list[nn.Module] = []
+        for dim in dims:
+            layers += [nn.LayerNorm(input_dim), nn.Linear(input_dim, dim), _activation(activation)]
+            input_dim = dim
+        self.embed = nn.Sequential(*layers)
+        self.out_dim = input_dim
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.input_bn(features, mask)
+        x = self.embed(x.transpose(1, 2))
+        return x.masked_fill(~mask.transpose(1, 2), 0.0)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unknown activation {name!r} (use 'gelu' or 'relu')")
+
+
+class PairLayer(nn.Module):
+    """One pointwise pair layer: Linear -> BN (over real pairs) -> optional activation."""
+
+    def __init__(self, in_dim: int, out_dim: int, activation: str | None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.bn = MaskedBatchNorm(out_dim)
+        self.act = _activation(activation) if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.act(self.bn(self.linear(x), mask, channel_last=True))
+
+
+def pair_features_dense(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """All P x P pair features by broadcasting, (B, P, P, 4): the export path.
+
+    ``pair_features_tril`` indexes a cached triangle whose size is a Python int, which ONNX and
+    ``torch.export`` cannot keep symbolic; this broadcast form has no index tensors, so an exported
+    graph accepts any jet length. Same formulas and clamps as ``jettag.physics.pairs`` (a test
+    checks that the two agree on the lower triangle).
+    """
+    vectors = vectors.float()
+    pt, rap, phi = _pt_rap_phi(vectors, eps)
+    pti, ptj = pt.unsqueeze(-1), pt.unsqueeze(-2)
+    dphi = torch.remainder(phi.unsqueeze(-1) - phi.unsqueeze(-2) + math.pi, 2 * math.pi) - math.pi
+    delta = torch.sqrt((rap.unsqueeze(-1) - rap.unsqueeze(-2)) ** 2 + dphi**2)
+    ptmin = torch.minimum(pti, ptj)
+    ln_delta = torch.log(delta.clamp(min=eps))
+    ln_kt = torch.log((ptmin * delta).clamp(min=eps))
+    ln_z = torch.log((ptmin / (pti + ptj).clamp(min=eps)).clamp(min=eps))
+    psum = vectors.unsqueeze(-1) + vectors.unsqueeze(-2)  # (B, 4, P, P)
+    m2 = psum[:, 3] ** 2 - (psum[:, 0] ** 2 + psum[:, 1] ** 2 + psum[:, 2] ** 2)
+    ln_m2 = torch.log(m2.clamp(min=eps))
+    feats = torch.stack((ln_kt, ln_z, ln_delta, ln_m2), dim=-1)
+    m = mask[:, 0]
+    # where, not a product: ONNX's atan2 decomposition gives NaN at (0, 0) for padded particles
+    return torch.where((m.unsqueeze(-1) & m.unsqueeze(-2)).unsqueeze(-1), feats, torch.zeros_like(feats))
+
+
+class PairEmbed(nn.Module):
+    """Pair embedding U = MLP(BN(pair features)) on the lower triangle, mirrored at the end.
+
+    Args:
+        dims: output width of each pointwise layer (ParT: 64, 64, 64, 8).
+        outputs: indices of the layers whose outputs are returned as full ``(B, C, P, P)``
+            tensors (default: the last). MIParT asks for (2, 3): U1 after the D1 layer, U2 after
+            the extra D1 -> 8 layer.
+        last_activation: keep the activation after the last layer (weaver's
+            ``use_pre_activation_pair=False``, as ParT and MIParT are configured).
+
+    Only the requested outputs are scattered to the square, so the wide hidden layers never
+    leave the triangle. Batch statistics of every BN use real-real pairs only.
+    """
+
+    def __init__(self, input_dim: int, dims: Sequence[int], outputs: Sequence[int] | None = None,
+                 last_activation: bool = True, activation: str = "gelu") -> None:
+        super().__init__()
+        self.input_bn = MaskedBatchNorm(input_dim)
+        self.layers = nn.ModuleList()
+        for k, dim in enumerate(dims):
+            act = activation if (k < len(dims) - 1 or last_activation) else None
+            self.layers.append(PairLayer(input_dim, dim, act))
+            input_dim = dim
+        self.outputs = tuple(outputs) if outputs is not None else (len(dims) - 1,)
+        self.dense = False  # set by the ONNX exporter: broadcast instead of triangle indexing
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        n = vectors.shape[-1]
+        if self.dense or exporting():
+            x = pair_features_dense(vectors, mask)  # (B, P, P, 4)
+            pmask = (mask[:, 0].unsqueeze(-1) & mask[:, 0].unsqueeze(-2)).unsqueeze(-1)
+        else:
+            feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
+            x = feats.transpose(1, 2)  # (B, T, 4)
+            m = mask[:, 0]
+            pmask = (m[:, i] & m[:, j]).unsqueeze(-1)
+        x = self.input_bn(x, pmask, channel_last=True)
+        outs = []
+        for k, layer in enumerate(self.layers):
+            x = layer(x, pmask)
+            if k in self.outputs:
+                if self.dense or exporting():
+                    outs.append(x.permute(0, 3, 1, 2))
+                else:
+                    outs.append(scatter_tril(x.transpose(1, 2), i, j, n))
+        return outs
+
+
+def key_padding_bias(bias: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Pair bias (B, H, P, P) with padded keys set to -inf, cast once to the attention dtype."""
+    return bias.to(dtype).masked_fill(~mask[:, None, None, :], NEG_INF)
+
+
+class Attention(nn.Module):
+    """Multi-head attention (packed q/k/v projection) through ``F.scaled_dot_product_attention``.
+
+    ``attn_mask`` is the additive float bias (B or 1, H or 1, T, S) that already holds -inf for
+    padded keys; SDPA picks a fused kernel, so no (B, H, P, P) score tensor is written by hand.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, query: torch.Tensor, kv: torch.Tensor | None, attn_mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        b, t, d = query.shape
+        w, bias = self.in_proj.weight, self.in_proj.bias
+        if kv is None:  # self-attention: one GEMM for q, k and v
+            q, k, v = F.linear(query, w, bias).split(d, dim=-1)
+        else:
+            q = F.linear(query, w[:d], bias[:d])
+            k, v = F.linear(kv, w[d:], bias[d:]).split(d, dim=-1)
+        s = k.shape[1]
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        if attn_mask is not None and attn_mask.dtype != q.dtype:
+            attn_mask = attn_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class ValueAttention(nn.Module):
+    """MIParT's MI attention: out = softmax(U1) V with one head per U1 channel, value-only.
+
+    The probabilities (B, H, P, P) are computed once per forward by the model and shared by all
+    MI blocks; attention dropout is applied per block to the shared probabilities, as in the
+    authors' code. There is no output projection (the authors' MIAttention has none).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by the {num_heads} MI heads")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.vv = nn.Linear(embed_dim, embed_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        b, p, d = x.shape
+        v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
+        if self.training and self.dropout > 0:
+            probs = F.dropout(probs, self.dropout)
+        out = torch.matmul(probs.to(v.dtype), v)  # (B, H, P, hd)
+        return out.transpose(1, 2).reshape(b, p, d)
+
+
+class NormFormerBlock(nn.Module):
+    """ParT's NormFormer block around a token mixer (attention, MI attention or class attention).
+
+    ``head_order="dh"`` reproduces the MIParT authors' per-head scaling, which writes the scaled
+    heads back in (head_dim, head) order (``einsum('tbhd,h->tbdh')``); ParT uses "hd".
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, ffn_ratio: int = 4, dropout: float = 0.1,
+                 attn_dropout: float = 0.1, activation_dropout: float = 0.1, mixer: str = "attention",
+                 head_order: str = "hd") -> None:
+        super().__init__()
+        if head_order not in ("hd", "dh"):
+            raise ValueError(f"head_order must be 'hd' or 'dh', got {head_order!r}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.head_order = head_order
+        ffn_dim = embed_dim * ffn_ratio
+        self.pre_attn_norm = nn.LayerNorm(embed_dim)
+        if mixer == "attention":
+            self.attn: nn.Module = Attention(embed_dim, num_heads, attn_dropout)
+        elif mixer == "value":
+            self.attn = ValueAttention(embed_dim, num_heads, attn_dropout)
+        else:
+            raise ValueError(f"unknown mixer {mixer!r}")
+        self.post_attn_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_fc_norm = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim)
+        self.act = nn.GELU()
+        self.act_dropout = nn.Dropout(activation_dropout)
+        self.post_fc_norm = nn.LayerNorm(ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        self.c_attn = nn.Parameter(torch.ones(num_heads))
+        self.w_resid = nn.Parameter(torch.ones(embed_dim))
+
+    def _scale_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        x = x.view(b, t, self.num_heads, self.head_dim) * self.c_attn.view(1, 1, -1, 1).to(x.dtype)
+        if self.head_order == "dh":
+            x = x.transpose(2, 3)
+        return x.reshape(b, t, self.embed_dim)
+
+    def _finish(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.post_attn_norm(self._scale_heads(x))) + residual
+        residual = x
+        x = self.act_dropout(self.act(self.fc1(self.pre_fc_norm(x))))
+        x = self.dropout(self.fc2(self.post_fc_norm(x)))
+        return x + self.w_resid.to(residual.dtype) * residual
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Particle block: ``attn_mask`` is the float bias for attention, ``probs`` for MI."""
+        h = self.pre_attn_norm(x)
+        h = self.attn(h, probs) if isinstance(self.attn, ValueAttention) else self.attn(h, None, attn_mask)
+        return self._finish(h, x)
+
+    def forward_cls(self, x: torch.Tensor, x_cls: torch.Tensor, cls_mask: torch.Tensor) -> torch.Tensor:
+        """Class attention (CaiT): the raw class token queries LN([class token, particles]).
+
+        ``cls_mask`` is the (B, 1, 1, 1 + P) float bias (-inf at padded particles).
+        """
+        u = self.pre_attn_norm(torch.cat((x_cls, x), dim=1))
+        h = self.attn(x_cls, u, cls_mask)
+        return self._finish(h, x_cls)
+
+
+class ClassAttentionHead(nn.Module):
+    """Class token + class-attention blocks + final LayerNorm + Linear: logits from particle tokens."""
+
+    def __init__(self, embed_dim: int, num_heads: int, num_layers: int, num_classes: int,
+                 head_order: str = "hd") -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.cls_blocks = nn.ModuleList(
+            NormFormerBlock(embed_dim, num_heads, dropout=0.0, attn_dropout=0.0, activation_dropout=0.0,
+                            head_order=head_order)
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.fc = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask[:, 0]
+        keep = torch.cat((torch.ones_like(m[:, :1]), m), dim=1)
+        cls_mask = torch.zeros_like(keep, dtype=compute_dtype(x)).masked_fill(~keep, NEG_INF)[:, None, None, :]
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        for block in self.cls_blocks:
+            cls = block.forward_cls(x, cls, cls_mask)
+        return self.fc(self.norm(cls.squeeze(1)))
+
+
+def knn_indices(points: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B, P, k) of the k nearest real neighbours of each point, self excluded.
+
+    ``points`` is channel-last (B, P, C). Squared distances use weaver's expansion
+    |a|^2 - 2 a.b + |b|^2 (clamped at 0) so neighbour order matches weaver-core; padded candidates
+    get +inf instead of weaver's far-away coordinate shift (same choice, no overflow in low
+    precision). Computed in float32.
+    """
+    with torch.autocast(points.device.type, enabled=False):
+        x = points.float()
+        xx = (x * x).sum(-1, keepdim=True)
+        dist = (xx - 2 * torch.matmul(x, x.transpose(1, 2)) + xx.transpose(1, 2)).clamp(min=0)
+        dist = dist.masked_fill(~keep[:, None, :], float("inf"))
+        return dist.topk(k + 1, dim=-1, largest=False, sorted=True)[1][:, :, 1:]
+
+
+def gather_neighbours(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, P, C) features gathered at neighbour indices (B, P, k) -> (B, P, k, C)."""
+    b, p, c = x.shape
+    k = idx.shape[-1]
+    flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * p).reshape(-1)
+    return x.reshape(b * p, c)[flat].view(b, p, k, c)
+
+
+class EdgeConv(nn.Module):
+    """ParticleNet's EdgeConv: mean over k neighbours of MLP([x_i, x_j - x_i]) plus a shortcut.
+
+    The first layer acts on the concatenation, so W [x_i, x_j - x_i] = (W_a - W_b) x_i + W_b x_j is
+    evaluated per particle (P rows) and then gathered, instead of on all P*k edges: the same
+    linear map with ~k times fewer multiply-adds in the widest layer. Layers are
+    Linear (no bias) -> BN (over edges of real particles) -> ReLU, channel-last.
+    """
+
+    def __init__(self, k: int, in_feat: int, out_feats: Sequence[int]) -> None:
+        super().__init__()
+        self.k = k
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        dims = [2 * in_feat, *out_feats]
+        for a, b in zip(dims[:-1], dims[1:]):
+            self.convs.append(nn.Linear(a, b, bias=False))
+            self.bns.append(MaskedBatchNorm(b))
+        self.in_feat = in_feat
+        if in_feat == out_feats[-1]:
+            self.sc = None
+            self.sc_bn = None
+        else:
+            self.sc = nn.Linear(in_feat, out_feats[-1], bias=False)
+            self.sc_bn = MaskedBatchNorm(out_feats[-1])
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """points (B, P, Cp), features (B, P, C) channel-last, keep (B, P) bool -> (B, P, C_out)."""
+        idx = knn_indices(points, keep, self.k)
+        w = self.convs[0].weight
+        w_center, w_diff = w[:, : self.in_feat], w[:, self.in_feat:]
+        center = F.linear(features, w_center - w_diff)  # (B, P, C1)
+        neigh = F.linear(features, w_diff)  # (B, P, C1)
+        x = center.unsqueeze(2) + gather_neighbours(neigh, idx)  # (B, P, k, C1)
+        emask = keep[:, :, None, None]
+        x = F.relu(self.bns[0](x, emask, channel_last=True))
+        for conv, bn in zip(self.convs[1:], self.bns[1:]):
+            x = F.relu(bn(conv(x), emask, channel_last=True))
+        fts = x.mean(dim=2)
+        if self.sc is not None:
+            sc = self.sc_bn(self.sc(features), keep.unsqueeze(-1), channel_last=True)
+        else:
+            sc = features
+        return F.relu(sc + fts)

@@ -1,0 +1,103 @@
+"""More-Interaction Particle Transformer (MIParT, arXiv:2407.08682), after the authors' code.
+
+Architecture (USST-HEP/MIParT ``MIParticleTransformer``):
+
+- particle embedding 128, 512, D_embed (LN -> Linear -> GELU each, after an input BN);
+- one pair MLP in two stages: BN + pointwise 4 -> p1 -> p2 -> D1 gives U1 (D1 channels), one more
+  pointwise layer D1 -> 8 gives U2; every pair layer is Linear -> BN -> GELU (the last ones keep
+  their activation);
+- K = 5 MI blocks: softmax(U1) with padded keys masked is computed once per forward, stored in the
+  compute dtype and shared; each block mixes tokens as softmax(U1) V with one head per U1 channel
+  (value projection only, no output projection), inside the NormFormer block of ParT;
+- L = 5 particle-attention blocks with U2 (8 heads) as additive bias; 2 class-attention blocks
+  (dropout 0); final LayerNorm and a Linear head.
+
+The authors' particle and class blocks write the per-head-scaled output back in (head_dim, head)
+order; ``head_order="dh"`` reproduces that (it is a fixed channel permutation, the MI blocks with
+a head width of 1 are unaffected).
+
+Named configurations: ``mipart`` (D_embed = D1 = 64, pair MLP 64, 64, 64) and ``mipart_l``
+(D_embed = D1 = 128, pair MLP 128, 128, 128).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from jettag.models.layers import (
+    NEG_INF,
+    ClassAttentionHead,
+    NormFormerBlock,
+    PairEmbed,
+    ParticleEmbed,
+    compute_dtype,
+    key_padding_bias,
+)
+from jettag.models.part import _init_linear
+from jettag.models.registry import JetModel, register_model
+
+
+class MIParticleTransformer(JetModel):
+    def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 64),
+                 pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_mi_layers: int = 5,
+                 num_layers: int = 5, num_cls_layers: int = 2, dropout: float = 0.1,
+                 head_order: str = "dh") -> None:
+        super().__init__()
+        self.input_dim, self.num_classes = input_dim, num_classes
+        self.embed = ParticleEmbed(input_dim, embed_dims)
+        d = self.embed.out_dim
+        n_mi = pair_embed_dims[-1]
+        if d % n_mi:
+            raise ValueError(f"MIParT needs D_embed ({d}) divisible by the U1 channels D1 ({n_mi})")
+        # U1 after the last of pair_embed_dims, U2 after the extra D1 -> num_heads layer.
+        self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads),
+                                    outputs=(len(pair_embed_dims) - 1, len(pair_embed_dims)))
+        kw = dict(dropout=dropout, attn_dropout=dropout, activation_dropout=dropout, head_order=head_order)
+        self.mi_blocks = nn.ModuleList(NormFormerBlock(d, n_mi, mixer="value", **kw) for _ in range(num_mi_layers))
+        self.blocks = nn.ModuleList(NormFormerBlock(d, num_heads, **kw) for _ in range(num_layers))
+        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes, head_order=head_order)
+        _init_linear(self)
+
+    def mi_probabilities(self, u1: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """softmax over keys of U1 (B, D1, P, P) with padded keys at -inf, in float32, stored as dtype."""
+        scores = u1.float().masked_fill(~mask[:, 0][:, None, None, :], NEG_INF)
+        return torch.softmax(scores, dim=-1).to(dtype)
+
+    def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        mask = self.check_inputs(None, features, vectors, mask)
+        x = self.embed(features, mask)
+        u1, u2 = self.pair_embed(vectors, mask)
+        dtype = compute_dtype(x)
+        probs = self.mi_probabilities(u1, mask, dtype)
+        del u1
+        for block in self.mi_blocks:
+            x = block(x, probs=probs)
+        bias = key_padding_bias(u2, mask[:, 0], dtype)
+        for block in self.blocks:
+            x = block(x, attn_mask=bias)
+        return self.head(x, mask)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes).to(self.head.fc.weight.device)
+        self.num_classes = num_classes
+
+
+@register_model
+def mipart(input_dim: int, num_classes: int, **overrides) -> MIParticleTransformer:
+    """MIParT: D_embed = D1 = 64."""
+    cfg = dict(embed_dims=(128, 512, 64), pair_embed_dims=(64, 64, 64))
+    return MIParticleTransformer(input_dim, num_classes, **{**cfg, **overrides})
+
+
+@register_model
+def mipart_l(input_dim: int, num_classes: int, **overrides) -> MIParticleTransformer:
+    """MIParT-L: D_embed = D1 = 128 (pair MLP 128, 128, 128)."""
+    cfg = dict(embed_dims=(128, 512, 128), pair_embed_dims=(128, 128, 128))
+    return MIParticleTransformer(input_dim, num_classes, **{**cfg, **overrides})

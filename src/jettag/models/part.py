@@ -1,0 +1,79 @@
+"""Particle Transformer (ParT, arXiv:2202.03772), as weaver-core's ``ParticleTransformer``.
+
+Configured as particle_transformer's ``ParT`` recipe uses it: particle embedding (128, 512, 128),
+pair embedding (64, 64, 64) -> 8 (one channel per head, activation kept after the last layer:
+``use_pre_activation_pair=False``), 8 particle-attention blocks with the pair bias, 2 class-
+attention blocks, final LayerNorm and one Linear. Weights map one-to-one onto weaver's
+(``jettag.models.weaver``). Differences are computational only: pair MLP on the lower triangle,
+SDPA with the bias as float mask, channel-last layers, padding-independent BN statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from jettag.models.layers import (
+    ClassAttentionHead,
+    NormFormerBlock,
+    PairEmbed,
+    ParticleEmbed,
+    compute_dtype,
+    key_padding_bias,
+)
+from jettag.models.registry import JetModel, register_model
+
+
+class ParticleTransformer(JetModel):
+    def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 128),
+                 pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_layers: int = 8,
+                 num_cls_layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.input_dim, self.num_classes = input_dim, num_classes
+        self.embed = ParticleEmbed(input_dim, embed_dims)
+        d = self.embed.out_dim
+        self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads), last_activation=True)
+        self.blocks = nn.ModuleList(
+            NormFormerBlock(d, num_heads, dropout=dropout, attn_dropout=dropout, activation_dropout=dropout)
+            for _ in range(num_layers)
+        )
+        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes)
+        _init_linear(self)
+
+    def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        mask = self.check_inputs(None, features, vectors, mask)
+        x = self.embed(features, mask)
+        (u,) = self.pair_embed(vectors, mask)
+        bias = key_padding_bias(u, mask[:, 0], compute_dtype(x))
+        for block in self.blocks:
+            x = block(x, attn_mask=bias)
+        return self.head(x, mask)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes).to(self.head.fc.weight.device)
+        self.num_classes = num_classes
+
+
+def _init_linear(model: nn.Module) -> None:
+    """Xavier-uniform Linear weights and zero biases (weaver's "moco" initialisation)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            if name.endswith("in_proj"):
+                val = (6.0 / float(module.weight.shape[0] // 3 + module.weight.shape[1])) ** 0.5
+                nn.init.uniform_(module.weight, -val, val)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+@register_model
+def part(input_dim: int, num_classes: int, **overrides) -> ParticleTransformer:
+    """ParT as in arXiv:2202.03772 (2.14M parameters for 7 inputs, 2 classes)."""
+    return ParticleTransformer(input_dim, num_classes, **overrides)

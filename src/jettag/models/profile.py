@@ -1,0 +1,53 @@
+"""Parameter counts and FLOPs per jet, measured with ``torch.utils.flop_counter.FlopCounterMode``.
+
+FLOPs are counted by PyTorch's dispatcher-level counter (matmuls, convolutions, SDPA: 2 FLOPs per
+multiply-add; element-wise ops, softmax, norms and the kNN are not counted), for one jet of a
+stated length in eval mode, with every position a real particle. Papers quote figures at their own
+conventions (often multiply-adds), so compare like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from jettag.models.onnx import example_inputs
+
+
+@dataclass
+class ModelProfile:
+    name: str
+    params: int
+    flops_per_jet: int
+    length: int
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def flops_per_jet(model: nn.Module, feature_dim: int, length: int = 128, batch_size: int = 4) -> int:
+    """FLOPs of one forward pass per jet of ``length`` real particles (eval mode)."""
+    points, features, vectors, mask = example_inputs(feature_dim, batch_size, length)
+    mask = torch.ones_like(mask)
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:  # grad mode on: the counter's module tracker hooks autograd
+            model(points, features, vectors, mask)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // batch_size
+
+
+def profile_model(name: str, features: str | int = "kin", num_classes: int = 2, length: int = 128) -> ModelProfile:
+    """Parameters and FLOPs per jet of a registered configuration."""
+    from jettag.models.registry import create_model, feature_dim
+
+    model = create_model(name, num_classes=num_classes, features=features)
+    return ModelProfile(name, count_parameters(model), flops_per_jet(model, feature_dim(features), length), length)

@@ -1,0 +1,117 @@
+"""Model registry (timm style): each model file registers its named configurations here.
+
+``create_model("part", num_classes=10, features="kinpid")`` builds a model by name; a named
+configuration is a function decorated with ``@register_model`` that takes ``input_dim``,
+``num_classes`` and keyword overrides. Every model subclasses ``JetModel`` and shares one
+signature, ``forward(points, features, vectors, mask) -> logits``, in weaver's channel-first
+layout: points (B, 2, P), features (B, C, P), vectors (B, 4, P) = (px, py, pz, E), mask (B, 1, P)
+bool. A model ignores the inputs it does not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from jettag.models.layers import exporting
+
+# Input widths of the named feature sets (features.md); jettag.data.features is preferred when present.
+_FEATURE_DIMS = {"kin": 7, "kinpid": 13, "full": 17}
+
+_REGISTRY: dict[str, Callable[..., JetModel]] = {}
+
+
+class JetModel(nn.Module):
+    """Base class: input checks, probabilities, classifier access for fine-tuning."""
+
+    input_dim: int
+    num_classes: int
+
+    def check_inputs(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor | None,
+                     mask: torch.Tensor) -> torch.Tensor:
+        """Validate shapes once per call (skipped while tracing/compiling); returns the bool mask."""
+        if not (exporting() or torch.compiler.is_compiling()):
+            name = type(self).__name__
+            if features.ndim != 3 or features.shape[1] != self.input_dim:
+                raise ValueError(f"{name}: features must be (batch, {self.input_dim}, particles), "
+                                 f"got {tuple(features.shape)}")
+            b, _, p = features.shape
+            if mask.shape != (b, 1, p):
+                raise ValueError(f"{name}: mask must be (batch, 1, particles) = {(b, 1, p)}, got {tuple(mask.shape)}")
+            if vectors is not None and vectors.shape != (b, 4, p):
+                raise ValueError(f"{name}: vectors must be (batch, 4, particles) = {(b, 4, p)}, "
+                                 f"got {tuple(vectors.shape)}")
+            if points is not None and points.shape != (b, 2, p):
+                raise ValueError(f"{name}: points must be (batch, 2, particles) = {(b, 2, p)}, "
+                                 f"got {tuple(points.shape)}")
+        return mask if mask.dtype == torch.bool else mask != 0
+
+    @torch.no_grad()
+    def predict_proba(self, points: torch.Tensor, features: torch.Tensor, vectors: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the logits) in eval mode, float32."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.softmax(self(points, features, vectors, mask).float(), dim=-1)
+        finally:
+            self.train(was_training)
+
+    def get_classifier(self) -> nn.Linear:
+        """The last Linear layer (the one replaced when fine-tuning)."""
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the last Linear by a freshly initialised one with ``num_classes`` outputs."""
+        raise NotImplementedError
+
+
+def register_model(fn: Callable[..., JetModel]) -> Callable[..., JetModel]:
+    """Decorator: register a named configuration under the function's name."""
+    if fn.__name__ in _REGISTRY:
+        raise ValueError(f"model {fn.__name__!r} registered twice")
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of all registered configurations."""
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def feature_dim(features: str | int) -> int:
+    """Input width for a feature-set name (``kin``/``kinpid``/``full``/...) or an explicit int."""
+    if isinstance(features, int):
+        if features <= 0:
+            raise ValueError(f"input dimension must be positive, got {features}")
+        return features
+    try:
+        from jettag.data.features import FEATURE_SETS
+
+        if features in FEATURE_SETS:
+            return len(FEATURE_SETS[features])
+    except ImportError:  # the feature module is optional for building a model
+        pass
+    if features in _FEATURE_DIMS:
+        return _FEATURE_DIMS[features]
+    raise ValueError(f"unknown feature set {features!r}; use one of {sorted(_FEATURE_DIMS)} or an int")
+
+
+def create_model(name: str, num_classes: int = 2, features: str | int = "kin", **overrides) -> JetModel:
+    """Build the registered configuration ``name`` for the given classes and input features."""
+    _import_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    model = _REGISTRY[name](input_dim=feature_dim(features), num_classes=num_classes, **overrides)
+    model.model_name = name
+    return model
+
+
+def _import_all() -> None:
+    """Import the model files so that their decorators have run."""
+    from jettag.models import mipart, part, particlenet, pfn  # noqa: F401

@@ -1,0 +1,180 @@
+"""Model registry, parameter counts, invariances, MI attention, gradients and input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jettag.models import create_model, feature_dim, list_models
+from jettag.models.layers import MaskedBatchNorm, PairEmbed
+from jettag.models.onnx import example_inputs
+from jettag.models.profile import count_parameters, flops_per_jet
+
+ALL = ["mipart", "mipart_l", "part", "particlenet", "pfn"]
+
+
+def repad(inputs, length):
+    """The same jets zero-padded (or cut) to ``length`` particles."""
+    p = inputs[0].shape[-1]
+    if length >= p:
+        return tuple(F.pad(t, (0, length - p)) for t in inputs)
+    return tuple(t[..., :length] for t in inputs)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: create_model(name, num_classes=3, features="kin").eval() for name in ALL}
+
+
+def test_registry_lists_every_model_and_rejects_unknown_names():
+    assert list_models() == sorted(ALL)
+    with pytest.raises(ValueError, match="unknown model 'parT'"):
+        create_model("parT")
+    with pytest.raises(ValueError, match="unknown feature set"):
+        create_model("pfn", features="kinematics")
+    assert [feature_dim(f) for f in ("kin", "kinpid", "full", 11)] == [7, 13, 17, 11]
+
+
+def test_parameter_counts_match_the_reference_implementations():
+    from weaver.nn.model.ParticleNet import ParticleNet as WeaverParticleNet
+    from weaver.nn.model.ParticleTransformer import ParticleTransformer as WeaverParT
+
+    counts = {name: count_parameters(create_model(name, num_classes=2, features="kin")) for name in ALL}
+    # independent: weaver-core's modules in particle_transformer's configuration
+    w_part = WeaverParT(input_dim=7, num_classes=2, use_pre_activation_pair=False, fc_params=[])
+    w_pn = WeaverParticleNet(7, 2, conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
+                             fc_params=[(256, 0.1)], use_fusion=False)
+    assert counts["part"] == count_parameters(w_part) == 2_141_134
+    assert counts["particlenet"] == count_parameters(w_pn) == 366_160
+    # the MIParT authors' code (measured, models.md) and EnergyFlow's PFN
+    assert counts["mipart"] == 657_014
+    assert counts["mipart_l"] == 2_318_710
+    assert counts["pfn"] == 83_842
+
+
+def test_flops_per_jet_scale_as_expected():
+    part = create_model("part", features="kin")
+    f64, f128 = flops_per_jet(part, 7, 64, batch_size=1), flops_per_jet(part, 7, 128, batch_size=1)
+    # FFN and projections grow linearly, pair MLP and attention quadratically: between 2x and 4x
+    assert 2.0 < f128 / f64 < 4.0
+    # ParT paper: ~340M multiply-adds per jet at 128 particles (2 FLOPs each)
+    assert 600e6 < f128 < 760e6
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_padding_does_not_change_outputs(models, name):
+    model = models[name]
+    inputs = example_inputs(7, lengths=[5, 31, 2, 60], length=60, seed=1)
+    with torch.no_grad():
+        batch = model(*repad(inputs, 128))
+        for b, n in enumerate([5, 31, 2, 60]):
+            alone = model(*repad(tuple(t[b:b + 1] for t in inputs), n))
+            torch.testing.assert_close(alone[0], batch[b], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_constituent_order_does_not_matter(models, name):
+    model = models[name]
+    inputs = example_inputs(7, lengths=[40, 23], length=48, seed=2)
+    perm = torch.cat((torch.randperm(40, generator=torch.Generator().manual_seed(3)), torch.arange(40, 48)))
+    permuted = tuple(t.clone() for t in inputs)
+    for t, src in zip(permuted, inputs):
+        t[0] = src[0][..., perm]  # jet 0: shuffle its 40 real particles
+    with torch.no_grad():
+        torch.testing.assert_close(model(*permuted), model(*inputs), atol=2e-5, rtol=1e-5)
+
+
+def test_mi_softmax_rows_sum_to_one_over_real_particles(models):
+    model = models["mipart"]
+    lengths = [7, 20]
+    _, features, vectors, mask = example_inputs(7, lengths=lengths, length=24, seed=4)
+    with torch.no_grad():
+        u1, _ = model.pair_embed(vectors, mask)
+        probs = model.mi_probabilities(u1, mask, torch.float32)
+    assert probs.shape == (2, 64, 24, 24)
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(probs[b, :, :, :n].sum(-1), torch.ones(64, 24))
+        assert probs[b, :, :, n:].abs().max() == 0
+        # independent: a plain softmax over the real keys only
+        expect = torch.softmax(u1[b, :, :n, :n], dim=-1)
+        torch.testing.assert_close(probs[b, :, :n, :n], expect)
+
+
+@pytest.mark.parametrize("name", ["mipart", "part", "particlenet", "pfn"])
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2, features="kin").train()
+    inputs = example_inputs(7, lengths=[12, 30, 3], length=32, seed=5)
+    loss = F.cross_entropy(model(*inputs), torch.tensor([0, 1, 1]))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_pair_embedding_triangle_equals_broadcast_path():
+    torch.manual_seed(0)
+    embed = PairEmbed(4, (16, 16, 8), outputs=(1, 2)).eval()
+    for m in embed.modules():
+        if isinstance(m, MaskedBatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    _, _, vectors, mask = example_inputs(7, lengths=[9, 16], length=16, seed=6)
+    with torch.no_grad():
+        tri = embed(vectors, mask)
+        embed.dense = True
+        dense = embed(vectors, mask)
+    keep = (mask[:, 0, :, None] & mask[:, 0, None, :])[:, None]
+    for a, b in zip(tri, dense):
+        assert torch.equal(a, a.transpose(-1, -2))
+        torch.testing.assert_close(a * keep, b * keep, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_batchnorm_uses_real_entries_only():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 10)
+    mask = torch.rand(4, 1, 10) > 0.4
+    ours = MaskedBatchNorm(3, momentum=0.5).train()
+    ref = torch.nn.BatchNorm1d(3, momentum=0.5).train()
+    y = ours(x, mask)
+    real = x.permute(0, 2, 1)[mask[:, 0]]  # (n_real, 3): only real entries, as plain BN input
+    y_ref = ref(real)
+    torch.testing.assert_close(y.permute(0, 2, 1)[mask[:, 0]], y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    # channel-last layout gives the same numbers
+    ours2 = MaskedBatchNorm(3).train()
+    torch.testing.assert_close(ours2(x.transpose(1, 2), mask.transpose(1, 2), channel_last=True).transpose(1, 2), y)
+
+
+def test_predict_proba_and_classifier_reset(models):
+    model = create_model("part", num_classes=4, features="kinpid")
+    inputs = example_inputs(13, lengths=[4, 9], length=16, seed=7)
+    proba = model.predict_proba(*inputs)
+    torch.testing.assert_close(proba.sum(-1), torch.ones(2))
+    assert model.training  # restored
+    model.reset_classifier(2)
+    assert model.get_classifier().out_features == 2 and model(*inputs).shape == (2, 2)
+
+
+def test_bf16_autocast_runs_and_stays_close(models):
+    inputs = example_inputs(7, lengths=[20, 8], length=24, seed=8)
+    for name in ("mipart", "part"):
+        model = models[name]
+        with torch.no_grad():
+            ref = model(*inputs)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = model(*inputs)
+        assert torch.isfinite(low).all()
+        assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.1
+
+
+def test_bad_inputs_raise_clear_errors(models):
+    points, features, vectors, mask = example_inputs(7, lengths=[5], length=8)
+    with pytest.raises(ValueError, match=r"features must be \(batch, 7, particles\)"):
+        models["part"](points, features[:, :5], vectors, mask)
+    with pytest.raises(ValueError, match="mask must be"):
+        models["mipart"](points, features, vectors, mask[..., :4])
+    with pytest.raises(ValueError, match="points must be"):
+        models["particlenet"](points[:, :1], features, vectors, mask)
