@@ -28,12 +28,17 @@ JETS = {"top": 400, "qg": 200, "qg_bc": 200, "jetclass": 500, "wtag": 300, "top2
 
 
 def machine() -> dict:
-    import subprocess
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"
+    )
     mem = next((ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), "0")
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gb": round(int(mem) / 1e6, 1),
-            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(int(mem) / 1e6, 1),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def uptime() -> str:
@@ -46,15 +51,22 @@ def run_recipe(name: str, n: int, workers: int, detector: str = "none", chunk_si
     out = Path(tempfile.mkdtemp(prefix=f"jettag-bench-{name}-"))
     try:
         start = time.perf_counter()
-        manifest = generate(name, n, out, workers=workers, detector=detector, chunk_size=chunk_size, progress=False)
+        manifest = generate(
+            name, n, out, workers=workers, detector=detector, chunk_size=chunk_size, progress=False
+        )
         wall = time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
     total = sum(c["seconds_total"] for c in manifest["per_class"].values())
     pythia = sum(c["seconds_pythia"] for c in manifest["per_class"].values())
     return {
-        "recipe": name, "jets": n, "workers": workers, "detector": detector, "wall_s": wall,
-        "jets_per_s": n / wall, "jets_per_s_per_core": n / total,
+        "recipe": name,
+        "jets": n,
+        "workers": workers,
+        "detector": detector,
+        "wall_s": wall,
+        "jets_per_s": n / wall,
+        "jets_per_s_per_core": n / total,
         "outside_pythia_share": 1 - pythia / total,
         "per_class_jets_per_s": {k: c["jets"] / c["seconds_total"] for k, c in manifest["per_class"].items()},
         "events": {k: c["generated_events"] for k, c in manifest["per_class"].items()},
@@ -99,8 +111,14 @@ def reference_loop(n_events: int) -> dict:
     parts = visible_final_state(ev, charges, 1e9)
     jets = cluster(parts, ev.n_events, recipe.radius, recipe.pt_min)
     ours_s = time.perf_counter() - start
-    return {"events": n_events, "reference_s": ref_s, "ours_s": ours_s, "speedup": ref_s / ours_s,
-            "reference_jets": n_jets, "ours_jets_above_pt_min": len(jets.event)}
+    return {
+        "events": n_events,
+        "reference_s": ref_s,
+        "ours_s": ours_s,
+        "speedup": ref_s / ours_s,
+        "reference_jets": n_jets,
+        "ours_jets_above_pt_min": len(jets.event),
+    }
 
 
 def main() -> None:
@@ -130,32 +148,61 @@ def write_markdown(res: dict, args: argparse.Namespace) -> None:
     m = res["machine"]
     ref = res["reference"]
     lines = [
-        "# Generation speed (Pythia 8 + FastJet, jettag generate)", "",
+        "# Generation speed (Pythia 8 + FastJet, jettag generate)",
+        "",
         f"Command: `.venv/bin/python benchmarks/generate.py --out {args.out}"
-        + (f" --scale {args.scale}" if args.scale != 1.0 else "") + "`", "",
-        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM; {m['date_utc']}.", "",
+        + (f" --scale {args.scale}" if args.scale != 1.0 else "")
+        + "`",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM; {m['date_utc']}.",
+        "",
         f"Load at start: `{res['uptime_start']}`; at end: `{res['uptime_end']}` (a shared machine: "
-        "other engineers' jobs ran at the same time, so absolute rates are lower bounds).", "",
-        "## Against the per-particle reference loop (same run, same QCD process, same events)", "",
+        "other engineers' jobs ran at the same time, so absolute rates are lower bounds).",
+        "",
+        "## Against the per-particle reference loop (same run, same QCD process, same events)",
+        "",
         f"{ref['events']} events: reference loop {ref['reference_s']:.2f} s, jettag {ref['ours_s']:.2f} s "
-        f"-> **{ref['speedup']:.1f}x** (generation + particle collection + clustering).", "",
-        "## Jets/s per core, one worker (particle level, default MPI setting of each recipe)", "",
-        "| recipe | jets | jets/s per core | share outside Pythia | per class jets/s |", "|---|---|---|---|---|",
+        f"-> **{ref['speedup']:.1f}x** (generation + particle collection + clustering).",
+        "",
+        "## Jets/s per core, one worker (particle level, default MPI setting of each recipe)",
+        "",
+        "| recipe | jets | jets/s per core | share outside Pythia | per class jets/s |",
+        "|---|---|---|---|---|",
     ]
     for r in res["single"] + res["detector"]:
         label = r["recipe"] + (" (detector simple)" if r["detector"] != "none" else "")
         per = ", ".join(f"{k} {v:.0f}" for k, v in r["per_class_jets_per_s"].items())
-        lines.append(f"| {label} | {r['jets']} | {r['jets_per_s_per_core']:.1f} | "
-                     f"{100 * r['outside_pythia_share']:.1f}% | {per} |")
-    lines += ["", "\"Outside Pythia\" is everything except `Pythia.init()` and `Pythia.nextBatch()`: flattening,",
-              "particle selection, impact parameters, detector, clustering, truth matching, parquet writing.", "",
-              "## Scaling, top recipe", "", "| workers | jets | wall s | jets/s | speed-up |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {label} | {r['jets']} | {r['jets_per_s_per_core']:.1f} | "
+            f"{100 * r['outside_pythia_share']:.1f}% | {per} |"
+        )
+    lines += [
+        "",
+        '"Outside Pythia" is everything except `Pythia.init()` and `Pythia.nextBatch()`: flattening,',
+        "particle selection, impact parameters, detector, clustering, truth matching, parquet writing.",
+        "",
+        "## Scaling, top recipe",
+        "",
+        "| workers | jets | wall s | jets/s | speed-up |",
+        "|---|---|---|---|---|",
+    ]
     base = res["scaling"][0]["jets_per_s"]
     for r in res["scaling"]:
-        lines.append(f"| {r['workers']} | {r['jets']} | {r['wall_s']:.1f} | {r['jets_per_s']:.1f} | "
-                     f"{r['jets_per_s'] / base:.2f}x |")
-    lines += ["", "GPU figures: not applicable (generation runs on CPUs).", "", "Raw numbers:", "", "```json",
-              json.dumps(res, indent=1), "```", ""]
+        lines.append(
+            f"| {r['workers']} | {r['jets']} | {r['wall_s']:.1f} | {r['jets_per_s']:.1f} | "
+            f"{r['jets_per_s'] / base:.2f}x |"
+        )
+    lines += [
+        "",
+        "GPU figures: not applicable (generation runs on CPUs).",
+        "",
+        "Raw numbers:",
+        "",
+        "```json",
+        json.dumps(res, indent=1),
+        "```",
+        "",
+    ]
     Path(args.out).write_text("\n".join(lines))
 
 

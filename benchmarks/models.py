@@ -74,28 +74,43 @@ def jet_lengths(n: int, seed: int) -> np.ndarray:
     return np.clip(np.rint(rng.gamma(5.0, 55.0 / 5.0, size=n)), 2, 128).astype(int)
 
 
-def make_batches(lengths: np.ndarray, batch_size: int, bucket: bool, seed: int, feature_dim: int = 7
-                 ) -> list[tuple[torch.Tensor, ...]]:
-    """Batches of the same jets: bucketed and trimmed to the batch (jettag) or all padded to 128."""
+def make_sample(n: int, seed: int, feature_dim: int = 7) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
+    """``n`` jets (lengths, inputs padded to 128); every model's batches are cut from these."""
+    lengths = jet_lengths(n, seed)
+    return lengths, example_inputs(feature_dim, lengths=lengths.tolist(), length=128, seed=seed)
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(bucketed, random) batches holding the very same jets.
+
+    An epoch over all jets is cut as ``jettag.data.loader`` does (shuffle, sort by length within
+    chunks of 64 batches); ``n_batches`` of its batches are drawn at random and timed. The weaver
+    runs get the union of those jets reshuffled into random batches (what weaver's loader yields).
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(lengths))
-    if bucket:
-        try:
-            from jettag.data.loader import bucket_batches
+    try:
+        from jettag.data.loader import bucket_batches
 
-            groups = bucket_batches(lengths, order, batch_size, True, 64)
-        except ImportError:  # the loader is optional here: same rule, sort within the whole sample
-            order = order[np.argsort(lengths[order], kind="stable")]
-            groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    else:
-        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    batches = []
-    for k, idx in enumerate(groups):
-        ls = lengths[idx].tolist()
-        p = min(128, -(-max(ls) // 8) * 8) if bucket else 128
-        batches.append(example_inputs(feature_dim, lengths=ls, length=p, seed=seed + k))
-    return batches
+        epoch = bucket_batches(lengths, order, batch_size, True, 64)
+    except ImportError:  # same rule without the loader module
+        chunk = 64 * batch_size
+        parts = [order[i:i + chunk] for i in range(0, len(order), chunk)]
+        order = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in parts])
+        epoch = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    epoch = [b for b in epoch if len(b) == batch_size]
+    picked = [epoch[k] for k in rng.choice(len(epoch), size=min(n_batches, len(epoch)), replace=False)]
+    jets = rng.permutation(np.concatenate(picked))
+    return picked, [jets[i:i + batch_size] for i in range(0, len(jets), batch_size)]
+
+
+def cut(sample: tuple[torch.Tensor, ...], lengths: np.ndarray, idx: np.ndarray, bucket: bool
+        ) -> tuple[torch.Tensor, ...]:
+    """One batch: P = longest jet rounded up to 8 (bucketed, jettag) or 128 (weaver's padding)."""
+    p = min(128, -(-int(lengths[idx].max()) // 8) * 8) if bucket else 128
+    index = torch.from_numpy(idx)
+    return tuple(t[index, :, :p].contiguous() for t in sample)
 
 
 def build(config: str, num_classes: int = 10):
@@ -114,7 +129,7 @@ def build(config: str, num_classes: int = 10):
         model = ParticleTransformer(input_dim=7, num_classes=num_classes, pair_input_dim=4,
                                     use_pre_activation_pair=False, embed_dims=[128, 512, 128],
                                     pair_embed_dims=[64, 64, 64], num_heads=8, num_layers=8, num_cls_layers=2,
-                                    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+                                    cls_block_params=dict(dropout=0, attn_dropout=0, activation_dropout=0),
                                     fc_params=[], activation="gelu", trim=True)
         return model, lambda m, b: m(b[1], v=b[2], mask=b[3].float())
     from weaver.nn.model.ParticleNet import ParticleNet
@@ -188,8 +203,9 @@ def memory_child(config: str, mode: str, batch_size: int, seed: int) -> None:
     torch.set_num_threads(1)
     model, call = build(config)
     bucket = not config.endswith("@128") and config.startswith("jettag")
-    lengths = jet_lengths(batch_size, seed)
-    batch = make_batches(lengths, batch_size, bucket, seed)[0]
+    lengths, sample = make_sample(64 * batch_size, seed)
+    picked, shuffled = plan_batches(lengths, batch_size, 1, seed)
+    batch = cut(sample, lengths, picked[0] if bucket else shuffled[0], bucket)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if mode == "train":  # one untimed step so optimizer state exists before the baseline
         model.train()
@@ -207,8 +223,9 @@ def memory_child(config: str, mode: str, batch_size: int, seed: int) -> None:
 
 
 def cpu_memory(config: str, mode: str, batch_size: int, seed: int) -> float | None:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", config, mode, str(batch_size), str(seed)],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    cmd = [sys.executable, __file__, "--memory-child", config, mode, str(batch_size), str(seed)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     try:
         return round(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"], 1)
     except (IndexError, ValueError, KeyError):
@@ -218,8 +235,9 @@ def cpu_memory(config: str, mode: str, batch_size: int, seed: int) -> float | No
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-jets", type=int, default=512)
-    parser.add_argument("--infer-jets", type=int, default=1024)
+    parser.add_argument("--epoch-jets", type=int, default=4096, help="jets in the sample (one epoch)")
+    parser.add_argument("--train-batches", type=int, default=8, help="batches timed for training")
+    parser.add_argument("--infer-batches", type=int, default=4, help="batches (2x size) timed, inference")
     parser.add_argument("--batch", type=int, default=None, help="batch size (CPU 64, CUDA 512)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
@@ -244,18 +262,21 @@ def main() -> int:
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "uptime_start": uptime(),
-        "settings": {"device": str(device), "precision": "bf16 autocast" if amp else "fp32", "batch_size": batch,
-                     "train_jets": args.train_jets, "infer_jets": args.infer_jets,
+        "settings": {"device": str(device), "precision": "bf16 autocast" if amp else "fp32",
+                     "batch_size": batch, "epoch_jets": args.epoch_jets, "train_batches": args.train_batches,
+                     "infer_batches": args.infer_batches,
                      "lengths": "Gamma(k=5, mean 55) clipped to [2, 128]"},
         "models": {},
     }
-    train_lengths = jet_lengths(args.train_jets, args.seed)
-    infer_lengths = jet_lengths(args.infer_jets, args.seed + 1)
-    result["settings"]["mean_length"] = float(train_lengths.mean())
+    lengths, sample = make_sample(args.epoch_jets, args.seed)
+    result["settings"]["mean_length"] = round(float(lengths.mean()), 1)
+    train_plan = plan_batches(lengths, batch, args.train_batches, args.seed)
+    infer_plan = plan_batches(lengths, 2 * batch, args.infer_batches, args.seed + 1)
     batches = {}
-    for bucket in (True, False):
-        batches[bucket] = (make_batches(train_lengths, batch, bucket, args.seed),
-                           make_batches(infer_lengths, 2 * batch, bucket, args.seed + 1))
+    for k, bucket in enumerate((True, False)):
+        batches[bucket] = ([cut(sample, lengths, idx, bucket) for idx in train_plan[k]],
+                           [cut(sample, lengths, idx, bucket) for idx in infer_plan[k]])
+    result["settings"]["mean_P_bucketed_train"] = float(np.mean([b[0].shape[-1] for b in batches[True][0]]))
     for config in args.configs:
         bucket = config.startswith("jettag") and not config.endswith("@128")
         model, call = build(config)
@@ -264,7 +285,9 @@ def main() -> int:
                  "batches": "bucketed, P = longest rounded up to 8" if bucket else "padded to 128"}
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        entry["train_jets_per_s"] = round(train_speed(model, call, train_b, device, amp), 1)
+        # weaver's SequenceTrimmer only starts trimming after 5 calls: warm up past that
+        warm = 6 if config.startswith("weaver") else 2
+        entry["train_jets_per_s"] = round(train_speed(model, call, train_b, device, amp, warmup=warm), 1)
         if cuda:
             entry["train_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             torch.cuda.reset_peak_memory_stats()
@@ -272,7 +295,8 @@ def main() -> int:
         if cuda:
             entry["infer_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             compiled = torch.compile(model)
-            entry["train_jets_per_s_compiled"] = round(train_speed(compiled, call, train_b, device, amp, warmup=5), 1)
+            speed = train_speed(compiled, call, train_b, device, amp, warmup=6)
+            entry["train_jets_per_s_compiled"] = round(speed, 1)
         elif not args.no_memory:
             entry["train_peak_mib_cpu"] = cpu_memory(config, "train", batch, args.seed)
             entry["infer_peak_mib_cpu"] = cpu_memory(config, "infer", batch, args.seed)
@@ -298,9 +322,10 @@ def main() -> int:
                                                     "infer_jets_per_s"),
     }
     if not cuda:
-        result["gpu"] = ("owed (no GPU in this session): MIParT >= 20k jets/s training under 8 GiB at batch 512, "
-                         ">= 100k jets/s inference; ParT >= 2x weaver-core compiled. Rerun this script on a "
-                         "CUDA machine: it then uses bf16 autocast at batch 512 and adds torch.compile timings.")
+        result["gpu"] = ("owed (no GPU in this session): MIParT >= 20k jets/s training under 8 GiB at "
+                         "batch 512, >= 100k jets/s inference; ParT >= 2x weaver-core compiled. Rerun this "
+                         "script on a CUDA machine: it then uses bf16 autocast at batch 512 and adds "
+                         "torch.compile timings.")
     result["uptime_end"] = uptime()
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["ratios"], indent=2))

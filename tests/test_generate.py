@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
-from jettag.data.generate import cached_dataset, generate, pythia_seed  # noqa: E402
-from jettag.data.generate.particles import impact_parameters  # noqa: E402
-from jettag.data.generate.pythia import make_pythia, next_events  # noqa: E402
-from jettag.data.generate.recipes import get_recipe, pythia_settings  # noqa: E402
-from jettag.data.store import read_metadata, read_store  # noqa: E402
+from jettag.data.generate import cached_dataset, generate, pythia_seed
+from jettag.data.generate.particles import impact_parameters
+from jettag.data.generate.pythia import make_pythia, next_events
+from jettag.data.generate.recipes import get_recipe, pythia_settings
+from jettag.data.store import read_metadata, read_store
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,10 @@ def test_top_sample_layout_and_window(top, top_dir):
 
 def test_constituents_sum_to_stored_jet(top, jetclass):
     for jets in (top, jetclass):
-        px, py, pz, e = (ak.to_numpy(ak.sum(jets[f], axis=1)).astype(np.float64)
-                         for f in ("part_px", "part_py", "part_pz", "part_energy"))
+        px, py, pz, e = (
+            ak.to_numpy(ak.sum(jets[f], axis=1)).astype(np.float64)
+            for f in ("part_px", "part_py", "part_pz", "part_energy")
+        )
         pt = np.hypot(px, py)
         mass = np.sqrt(np.clip(e**2 - px**2 - py**2 - pz**2, 0, None))
         np.testing.assert_allclose(pt, ak.to_numpy(jets.jet_pt), rtol=1e-4)
@@ -199,7 +201,9 @@ def test_simple_detector(cache):
 
 
 def test_seeds_distinct_and_in_range():
-    seeds = [pythia_seed(s, shard, c, k) for s in (0,) for shard in range(64) for c in range(10) for k in range(16)]
+    seeds = [
+        pythia_seed(s, shard, c, k) for s in (0,) for shard in range(64) for c in range(10) for k in range(16)
+    ]
     assert len(set(seeds)) == len(seeds)
     assert min(seeds) >= 1 and max(seeds) <= 900_000_000
     with pytest.raises(ValueError):
@@ -256,7 +260,10 @@ def test_manifest_and_cache_reuse(top_dir, cache):
         assert entry["jets"] == 150 and entry["generated_events"] >= 150
         assert entry["cross_section_mb"] > 0
         assert "PartonLevel:MPI = off" in entry["pythia_settings"]
-    assert manifest["per_class"]["QCD"]["cross_section_mb"] > 100 * manifest["per_class"]["Top"]["cross_section_mb"]
+    assert (
+        manifest["per_class"]["QCD"]["cross_section_mb"]
+        > 100 * manifest["per_class"]["Top"]["cross_section_mb"]
+    )
     assert manifest["versions"]["pythia8mc"].startswith("8.3")
     mtimes = {p: p.stat().st_mtime_ns for p in top_dir.glob("*.parquet")}
     again = cached_dataset("top", 300, seed=1, cache_dir=cache)
@@ -271,3 +278,14 @@ def test_bad_requests(tmp_path):
         generate("jetclass", 5, tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="unknown detector"):
         generate("top", 10, tmp_path / "y", detector="delphes", progress=False)
+
+
+def test_cli_generate(tmp_path, capsys):
+    from jettag.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["generate", "top", "--jets", "4", "--out", str(out), "--seed", "3", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["complete"] and summary["classes"]["Top"]["jets"] == 2
+    jets = read_store(out)
+    assert np.bincount(ak.to_numpy(jets.label)).tolist() == [2, 2]

@@ -44,8 +44,8 @@ def test_parameter_counts_match_the_reference_implementations():
     counts = {name: count_parameters(create_model(name, num_classes=2, features="kin")) for name in ALL}
     # independent: weaver-core's modules in particle_transformer's configuration
     w_part = WeaverParT(input_dim=7, num_classes=2, use_pre_activation_pair=False, fc_params=[])
-    w_pn = WeaverParticleNet(7, 2, conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
-                             fc_params=[(256, 0.1)], use_fusion=False)
+    conv = [(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))]
+    w_pn = WeaverParticleNet(7, 2, conv_params=conv, fc_params=[(256, 0.1)], use_fusion=False)
     assert counts["part"] == count_parameters(w_part) == 2_141_134
     assert counts["particlenet"] == count_parameters(w_pn) == 366_160
     # the MIParT authors' code (measured, models.md) and EnergyFlow's PFN
@@ -89,7 +89,7 @@ def test_constituent_order_does_not_matter(models, name):
 def test_mi_softmax_rows_sum_to_one_over_real_particles(models):
     model = models["mipart"]
     lengths = [7, 20]
-    _, features, vectors, mask = example_inputs(7, lengths=lengths, length=24, seed=4)
+    _, _, vectors, mask = example_inputs(7, lengths=lengths, length=24, seed=4)
     with torch.no_grad():
         u1, _ = model.pair_embed(vectors, mask)
         probs = model.mi_probabilities(u1, mask, torch.float32)
@@ -113,7 +113,8 @@ def test_gradients_reach_every_parameter(name):
     assert not missing, f"no gradient for {missing}"
 
 
-def test_pair_embedding_triangle_equals_broadcast_path():
+def test_pair_embedding_paths_agree():
+    """Real-pair (eager), whole-triangle (torch.compile) and broadcast (ONNX) paths give one U."""
     torch.manual_seed(0)
     embed = PairEmbed(4, (16, 16, 8), outputs=(1, 2)).eval()
     for m in embed.modules():
@@ -121,14 +122,18 @@ def test_pair_embedding_triangle_equals_broadcast_path():
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     _, _, vectors, mask = example_inputs(7, lengths=[9, 16], length=16, seed=6)
-    with torch.no_grad():
-        tri = embed(vectors, mask)
-        embed.dense = True
-        dense = embed(vectors, mask)
     keep = (mask[:, 0, :, None] & mask[:, 0, None, :])[:, None]
-    for a, b in zip(tri, dense):
-        assert torch.equal(a, a.transpose(-1, -2))
-        torch.testing.assert_close(a * keep, b * keep, atol=1e-5, rtol=1e-5)
+    for mode in ("eval", "train"):  # train: batch statistics over real pairs in every path
+        embed.train(mode == "train")
+        with torch.no_grad():
+            real = embed._forward_real_pairs(vectors, mask)
+            tri = embed._forward_tril(vectors, mask)
+            dense = embed._forward_dense(vectors, mask)
+        for a, b, c in zip(real, tri, dense):
+            assert torch.equal(a, a.transpose(-1, -2))
+            assert a[~keep.expand_as(a)].abs().max() == 0  # pairs with a padded particle are 0
+            torch.testing.assert_close(b * keep, a, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(c * keep, a, atol=1e-5, rtol=1e-5)
 
 
 def test_masked_batchnorm_uses_real_entries_only():
@@ -145,7 +150,8 @@ def test_masked_batchnorm_uses_real_entries_only():
     torch.testing.assert_close(ours.running_var, ref.running_var)
     # channel-last layout gives the same numbers
     ours2 = MaskedBatchNorm(3).train()
-    torch.testing.assert_close(ours2(x.transpose(1, 2), mask.transpose(1, 2), channel_last=True).transpose(1, 2), y)
+    y2 = ours2(x.transpose(1, 2), mask.transpose(1, 2), channel_last=True)
+    torch.testing.assert_close(y2.transpose(1, 2), y)
 
 
 def test_predict_proba_and_classifier_reset(models):

@@ -20,16 +20,16 @@ from pathlib import Path
 
 #: scale -> (total jets generated, epochs multiplier, extra overrides)
 SCALES: dict[str, tuple[int, float, list[str]]] = {
-    "quick": (1000, 0.0, ["train.epochs=1", "data.max_len=32"]),
-    "cpu": (20000, 1.0, []),
-    "gpu": (100000, 2.0, ["train.batch_size=256"]),
-    "full": (500000, 3.0, ["train.batch_size=256", "data.split=[0.6,0.2,0.2]", "data.max_len=128"]),
+    "quick": (300, 0.0, ["train.epochs=1", "data.max_len=20", "train.batch_size=32"]),
+    "cpu": (8000, 1.0, []),
+    "gpu": (100000, 3.0, ["train.batch_size=256", "data.split=[0.6,0.2,0.2]", "data.max_len=128"]),
+    "full": (500000, 5.0, ["train.batch_size=256", "data.split=[0.6,0.2,0.2]", "data.max_len=128"]),
 }
 DEMO_MODELS = ("mipart", "part", "particlenet", "pfn")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate top vs QCD jets and train MIParT, ParT, ParticleNet, PFN side by side",
+    p = sub.add_parser("demo", help="top vs QCD: train MIParT, ParT, ParticleNet, PFN side by side",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="sample size / epochs preset")
     p.add_argument("--quick", action="store_true", help="same as --scale quick (a smoke test)")
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     n_jets = args.n_jets or n_jets
     out = Path(args.out)
     spec = f"generate:top:{n_jets}"
-    print(f"[demo] top vs QCD sample: {n_jets} jets (Pythia 8 + FastJet, {args.workers} workers; cached after "
-          "the first run)")
+    print(f"[demo] top vs QCD sample: {n_jets} jets (Pythia 8 + FastJet, {args.workers} workers; "
+          "cached after the first run)")
     t0 = time.perf_counter()
     data_path = resolve_data_path(spec, {"generate_workers": args.workers, "detector": "none"})
     t_gen = time.perf_counter() - t0
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         res["name"] = name
         results.append(res)
         m = res["metrics"]
-        print(f"[demo] {name}: acc {m['acc']:.4f} AUC {m['auc']:.4f} Rej50 {m['rej50']:.1f} Rej30 {m['rej30']:.1f}")
+        print(f"[demo] {name}: acc {m['acc']:.4f} AUC {m['auc']:.4f} Rej50 {m['rej50']:.1f} "
+              f"Rej30 {m['rej30']:.1f}")
     if not results:
         raise SystemExit("jettag demo: no models selected")
     report = out / "report"
@@ -91,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(files["md"].read_text())
     print(f"total time {timings['total_s'] / 60:.1f} min (generation {t_gen:.0f} s)")
-    print(f"report, ROC curves and score plots: {report}/ (results.md, results.tex, roc.png); runs: {out}/<model>/")
+    print(f"report, ROC curves and score plots: {report}/ (results.md, results.tex, roc.png); "
+          f"runs: {out}/<model>/")
     return 0

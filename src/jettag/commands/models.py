@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     features: str | int = int(args.features) if str(args.features).isdigit() else args.features
     dim = feature_dim(features)
-    print(f"{'model':<12} {'parameters':>12} {'MFLOPs/jet':>12}   ({dim} input features, {args.classes} classes, "
-          f"FLOPs at {args.length} particles)")
+    print(f"{'model':<12} {'parameters':>12} {'MFLOPs/jet':>12}   ({dim} input features, "
+          f"{args.classes} classes, FLOPs at {args.length} particles)")
     for name in list_models():
         model = create_model(name, num_classes=args.classes, features=features)
         flops = "-" if args.no_flops else f"{flops_per_jet(model, dim, args.length) / 1e6:.1f}"

@@ -27,6 +27,7 @@ Blocks:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -65,6 +66,8 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, mask: torch.Tensor | None = None, channel_last: bool = False
     ) -> torch.Tensor:
+        if mask is None and (x.ndim == 2 or (x.ndim == 3 and not channel_last)):
+            return super().forward(x)  # native fused kernel (N, C) / (B, C, P)
         cdim = x.ndim - 1 if channel_last else 1
         shape = [1] * x.ndim
         shape[cdim] = -1
@@ -199,24 +202,58 @@ class PairEmbed(nn.Module):
         self.dense = False  # set by the ONNX exporter: broadcast instead of triangle indexing
 
     def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        n = vectors.shape[-1]
         if self.dense or exporting():
-            x = pair_features_dense(vectors, mask)  # (B, P, P, 4)
-            pmask = (mask[:, 0].unsqueeze(-1) & mask[:, 0].unsqueeze(-2)).unsqueeze(-1)
-        else:
-            feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
-            x = feats.transpose(1, 2)  # (B, T, 4)
-            m = mask[:, 0]
-            pmask = (m[:, i] & m[:, j]).unsqueeze(-1)
+            return self._forward_dense(vectors, mask)
+        if torch.compiler.is_compiling():
+            return self._forward_tril(vectors, mask)
+        return self._forward_real_pairs(vectors, mask)
+
+    def _forward_real_pairs(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Eager path: the MLP runs on the real pairs of the triangle only (data-dependent count)."""
+        b, _, n = vectors.shape
+        feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
+        m = mask[:, 0]
+        bidx, tidx = (m[:, i] & m[:, j]).nonzero(as_tuple=True)
+        x = feats.transpose(1, 2)[bidx, tidx]  # (N_real, 4)
+        ii, jj = i[tidx], j[tidx]
+        x = self.input_bn(x)
+        outs = []
+        for k, layer in enumerate(self.layers):
+            x = layer(x, None)
+            if k in self.outputs:
+                y = x.new_zeros(b, n, n, x.shape[-1])
+                y = y.index_put((bidx, ii, jj), x).index_put((bidx, jj, ii), x)
+                outs.append(y.permute(0, 3, 1, 2))
+        return outs
+
+    def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Static-shape path (torch.compile): the whole triangle, BN statistics over real pairs."""
+        n = vectors.shape[-1]
+        feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
+        x = feats.transpose(1, 2)  # (B, T, 4)
+        m = mask[:, 0]
+        pmask = (m[:, i] & m[:, j]).unsqueeze(-1)
         x = self.input_bn(x, pmask, channel_last=True)
         outs = []
         for k, layer in enumerate(self.layers):
             x = layer(x, pmask)
             if k in self.outputs:
-                if self.dense or exporting():
-                    outs.append(x.permute(0, 3, 1, 2))
-                else:
-                    outs.append(scatter_tril(x.transpose(1, 2), i, j, n))
+                outs.append(scatter_tril(x.transpose(1, 2), i, j, n))
+        return outs
+
+    def _forward_dense(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Export path: all P x P pairs by broadcasting, no index tensors (symbolic P in ONNX)."""
+        x = pair_features_dense(vectors, mask)  # (B, P, P, 4)
+        pmask = None
+        if self.training:  # batch statistics over the real pairs of the lower triangle, as the other paths
+            real = mask[:, 0].unsqueeze(-1) & mask[:, 0].unsqueeze(-2)
+            pmask = torch.tril(real).unsqueeze(-1)
+        x = self.input_bn(x, pmask, channel_last=True)
+        outs = []
+        for k, layer in enumerate(self.layers):
+            x = layer(x, pmask)
+            if k in self.outputs:
+                outs.append(x.permute(0, 3, 1, 2))
         return outs
 
 
@@ -374,7 +411,8 @@ class ClassAttentionHead(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask[:, 0]
         keep = torch.cat((torch.ones_like(m[:, :1]), m), dim=1)
-        cls_mask = torch.zeros_like(keep, dtype=compute_dtype(x)).masked_fill(~keep, NEG_INF)[:, None, None, :]
+        cls_mask = torch.zeros_like(keep, dtype=compute_dtype(x)).masked_fill(~keep, NEG_INF)
+        cls_mask = cls_mask[:, None, None, :]
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         for block in self.cls_blocks:
             cls = block.forward_cls(x, cls, cls_mask)
@@ -420,7 +458,7 @@ class EdgeConv(nn.Module):
         self.convs = nn.ModuleList()
         self.bns = nn.ModuleList()
         dims = [2 * in_feat, *out_feats]
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             self.convs.append(nn.Linear(a, b, bias=False))
             self.bns.append(MaskedBatchNorm(b))
         self.in_feat = in_feat

@@ -56,7 +56,8 @@ class MIParticleTransformer(JetModel):
         self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads),
                                     outputs=(len(pair_embed_dims) - 1, len(pair_embed_dims)))
         kw = dict(dropout=dropout, attn_dropout=dropout, activation_dropout=dropout, head_order=head_order)
-        self.mi_blocks = nn.ModuleList(NormFormerBlock(d, n_mi, mixer="value", **kw) for _ in range(num_mi_layers))
+        self.mi_blocks = nn.ModuleList(
+            NormFormerBlock(d, n_mi, mixer="value", **kw) for _ in range(num_mi_layers))
         self.blocks = nn.ModuleList(NormFormerBlock(d, num_heads, **kw) for _ in range(num_layers))
         self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes, head_order=head_order)
         _init_linear(self)

@@ -25,7 +25,7 @@ class _ProbabilityWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, points, features, vectors, mask):  # noqa: ANN001 - traced signature
+    def forward(self, points, features, vectors, mask):
         return torch.softmax(self.model(points, features, vectors, mask), dim=-1)
 
 
@@ -77,14 +77,15 @@ def export_onnx(model: nn.Module, path: str | Path, feature_dim: int, probabilit
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=UserWarning)  # constant-folding notes of the exporter
-            torch.onnx.export(module, args, str(path), input_names=list(INPUT_NAMES), output_names=["output"],
-                              dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(module, args, str(path), input_names=list(INPUT_NAMES),
+                              output_names=["output"], dynamic_axes=dynamic, opset_version=opset,
+                              dynamo=False, do_constant_folding=True)
     finally:
         model.train(was_training)
     return path
 
 
-def run_onnx(path: str | Path, points, features, vectors, mask):  # noqa: ANN001, ANN201 - numpy or torch
+def run_onnx(path: str | Path, points, features, vectors, mask):
     """Evaluate an exported model with onnxruntime (CPU) on numpy or torch inputs; returns numpy."""
     import numpy as np
     import onnxruntime as ort

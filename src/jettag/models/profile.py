@@ -45,9 +45,11 @@ def flops_per_jet(model: nn.Module, feature_dim: int, length: int = 128, batch_s
     return int(counter.get_total_flops()) // batch_size
 
 
-def profile_model(name: str, features: str | int = "kin", num_classes: int = 2, length: int = 128) -> ModelProfile:
+def profile_model(name: str, features: str | int = "kin", num_classes: int = 2, length: int = 128
+                  ) -> ModelProfile:
     """Parameters and FLOPs per jet of a registered configuration."""
     from jettag.models.registry import create_model, feature_dim
 
     model = create_model(name, num_classes=num_classes, features=features)
-    return ModelProfile(name, count_parameters(model), flops_per_jet(model, feature_dim(features), length), length)
+    flops = flops_per_jet(model, feature_dim(features), length)
+    return ModelProfile(name, count_parameters(model), flops, length)

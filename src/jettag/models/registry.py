@@ -39,7 +39,8 @@ class JetModel(nn.Module):
                                  f"got {tuple(features.shape)}")
             b, _, p = features.shape
             if mask.shape != (b, 1, p):
-                raise ValueError(f"{name}: mask must be (batch, 1, particles) = {(b, 1, p)}, got {tuple(mask.shape)}")
+                raise ValueError(f"{name}: mask must be (batch, 1, particles) = {(b, 1, p)}, "
+                                 f"got {tuple(mask.shape)}")
             if vectors is not None and vectors.shape != (b, 4, p):
                 raise ValueError(f"{name}: vectors must be (batch, 4, particles) = {(b, 4, p)}, "
                                  f"got {tuple(vectors.shape)}")

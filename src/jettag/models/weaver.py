@@ -37,7 +37,8 @@ def _kind(model: JetModel) -> str:
         return "part"
     if isinstance(model, ParticleNet):
         return "particlenet"
-    raise TypeError(f"weaver interop supports ParticleTransformer and ParticleNet, not {type(model).__name__}")
+    raise TypeError(f"weaver interop supports ParticleTransformer and ParticleNet, "
+                    f"not {type(model).__name__}")
 
 
 def _pair_index(match: re.Match, to_jettag: bool) -> str:
@@ -116,7 +117,7 @@ def read_weaver_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+    except Exception as err:
         raise WeaverCheckpointError(f"{path}: not a tensor-only torch checkpoint ({err})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):

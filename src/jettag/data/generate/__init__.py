@@ -10,4 +10,12 @@ from jettag.data.generate.cache import cache_root, cached_dataset
 from jettag.data.generate.recipes import RECIPES, get_recipe
 from jettag.data.generate.runner import GENERATOR_VERSION, generate, pythia_seed
 
-__all__ = ["GENERATOR_VERSION", "RECIPES", "cache_root", "cached_dataset", "generate", "get_recipe", "pythia_seed"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "RECIPES",
+    "cache_root",
+    "cached_dataset",
+    "generate",
+    "get_recipe",
+    "pythia_seed",
+]

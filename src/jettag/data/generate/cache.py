@@ -22,9 +22,17 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "jettag"
 
 
-def cached_dataset(recipe: str, n_jets: int, seed: int = 0, detector: str = "none", workers: int = 1,
-                   cache_dir: str | os.PathLike | None = None, mpi: bool | None = None,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False) -> Path:
+def cached_dataset(
+    recipe: str,
+    n_jets: int,
+    seed: int = 0,
+    detector: str = "none",
+    workers: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    mpi: bool | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+) -> Path:
     """The directory of a generated sample, generating (or finishing) it first if needed."""
     mpi_tag = "" if mpi is None else f"-mpi{int(mpi)}"
     chunk_tag = "" if chunk_size == DEFAULT_CHUNK_SIZE else f"-c{chunk_size}"
@@ -33,6 +41,15 @@ def cached_dataset(recipe: str, n_jets: int, seed: int = 0, detector: str = "non
     manifest = path / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
         return path
-    generate(recipe, n_jets, path, workers=workers, seed=seed, detector=detector, chunk_size=chunk_size,
-             mpi=mpi, progress=progress)
+    generate(
+        recipe,
+        n_jets,
+        path,
+        workers=workers,
+        seed=seed,
+        detector=detector,
+        chunk_size=chunk_size,
+        mpi=mpi,
+        progress=progress,
+    )
     return path

@@ -40,18 +40,29 @@ class ChunkResult:
 def _gather(parts: Particles, jets: Jets) -> dict[str, np.ndarray]:
     idx = jets.constituents
     return {
-        "px": parts.px[idx], "py": parts.py[idx], "pz": parts.pz[idx], "e": parts.e[idx],
-        "pid": parts.pid[idx], "charge": parts.charge[idx],
-        "d0": parts.d0[idx], "dz": parts.dz[idx], "d0err": parts.d0err[idx], "dzerr": parts.dzerr[idx],
+        "px": parts.px[idx],
+        "py": parts.py[idx],
+        "pz": parts.pz[idx],
+        "e": parts.e[idx],
+        "pid": parts.pid[idx],
+        "charge": parts.charge[idx],
+        "d0": parts.d0[idx],
+        "dz": parts.dz[idx],
+        "d0err": parts.d0err[idx],
+        "dzerr": parts.dzerr[idx],
         "counts": jets.counts,
-        "jet_px": jets.px, "jet_py": jets.py, "jet_pz": jets.pz, "jet_e": jets.e,
+        "jet_px": jets.px,
+        "jet_py": jets.py,
+        "jet_pz": jets.pz,
+        "jet_e": jets.e,
     }
 
 
 def _select(recipe: Recipe, class_index: int, parts: Particles, ev, jets: Jets) -> np.ndarray:
     spec = recipe.classes[class_index]
-    keep = in_window(jets, recipe.pt_min, recipe.pt_max, recipe.abs_eta_max, recipe.use_rapidity,
-                     recipe.leading_only)
+    keep = in_window(
+        jets, recipe.pt_min, recipe.pt_max, recipe.abs_eta_max, recipe.use_rapidity, recipe.leading_only
+    )
     if spec.match is not None and keep.any():
         res = find_resonances(ev)
         cand = np.flatnonzero(keep)
@@ -63,8 +74,13 @@ def _select(recipe: Recipe, class_index: int, parts: Particles, ev, jets: Jets) 
 
 
 def generate_chunk(
-    recipe: Recipe, class_index: int, n_jets: int, pythia_seed: int, detector: str = "none",
-    detector_seed: int = 0, mpi: bool | None = None,
+    recipe: Recipe,
+    class_index: int,
+    n_jets: int,
+    pythia_seed: int,
+    detector: str = "none",
+    detector_seed: int = 0,
+    mpi: bool | None = None,
 ) -> ChunkResult:
     """Generate events until ``n_jets`` jets of class ``class_index`` pass; return them as canonical jets.
 
@@ -99,8 +115,8 @@ def generate_chunk(
             n_have += len(jets.event)
         if n_events >= max_events and n_have < n_jets:
             raise GenerationError(
-                f"recipe {recipe.name!r}, class {spec.name!r}: only {n_have} of {n_jets} jets after {n_events} "
-                "events; the process settings do not reach the jet window"
+                f"recipe {recipe.name!r}, class {spec.name!r}: only {n_have} of {n_jets} jets after "
+                f"{n_events} events; the process settings do not reach the jet window"
             )
     flat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
     counts = flat["counts"][:n_jets]
@@ -110,17 +126,31 @@ def generate_chunk(
         return ak.unflatten(flat[name][:n_parts].astype(dtype), counts)
 
     jets_out = make_jets(
-        jag("px"), jag("py"), jag("pz"), jag("e"),
+        jag("px"),
+        jag("py"),
+        jag("pz"),
+        jag("e"),
         label=np.full(n_jets, class_index, dtype=np.int32),
-        pid=jag("pid", np.int32), charge=jag("charge"),
-        extra_particle={"part_d0val": jag("d0"), "part_d0err": jag("d0err"),
-                        "part_dzval": jag("dz"), "part_dzerr": jag("dzerr")},
+        pid=jag("pid", np.int32),
+        charge=jag("charge"),
+        extra_particle={
+            "part_d0val": jag("d0"),
+            "part_d0err": jag("d0err"),
+            "part_dzval": jag("dz"),
+            "part_dzerr": jag("dzerr"),
+        },
         jet_p4=tuple(flat[k][:n_jets] for k in ("jet_px", "jet_py", "jet_pz", "jet_e")),
     )
     total_s = time.perf_counter() - start
     stats = {
-        "class": spec.name, "jets": n_jets, "events": n_events, "pythia_seed": pythia_seed,
-        "settings": settings, **cross_section(pythia),
-        "seconds_total": total_s, "seconds_init": init_s, "seconds_pythia": timings.get("pythia", 0.0),
+        "class": spec.name,
+        "jets": n_jets,
+        "events": n_events,
+        "pythia_seed": pythia_seed,
+        "settings": settings,
+        **cross_section(pythia),
+        "seconds_total": total_s,
+        "seconds_init": init_s,
+        "seconds_pythia": timings.get("pythia", 0.0),
     }
     return ChunkResult(jets_out, stats)

@@ -58,8 +58,15 @@ class Jets:
     def select(self, keep: np.ndarray) -> Jets:
         """The jets where ``keep`` is True, with their constituents."""
         per_particle = np.repeat(keep, self.counts)
-        return Jets(self.event[keep], self.px[keep], self.py[keep], self.pz[keep], self.e[keep],
-                    self.counts[keep], self.constituents[per_particle])
+        return Jets(
+            self.event[keep],
+            self.px[keep],
+            self.py[keep],
+            self.pz[keep],
+            self.e[keep],
+            self.counts[keep],
+            self.constituents[per_particle],
+        )
 
 
 def cluster(parts: Particles, n_events: int, radius: float, min_pt: float) -> Jets:
@@ -98,8 +105,9 @@ def cluster(parts: Particles, n_events: int, radius: float, min_pt: float) -> Je
     )
 
 
-def in_window(jets: Jets, pt_min: float, pt_max: float, abs_eta_max: float, use_rapidity: bool,
-              leading_only: bool) -> np.ndarray:
+def in_window(
+    jets: Jets, pt_min: float, pt_max: float, abs_eta_max: float, use_rapidity: bool, leading_only: bool
+) -> np.ndarray:
     """Jets in the pT window and |eta| (or |y|) range; with ``leading_only`` the event's hardest jet only."""
     pt = jets.pt
     if use_rapidity:

@@ -62,13 +62,32 @@ def _tracks(p: Particles, rng: np.random.Generator) -> tuple[Particles, np.ndarr
     d0 = p.d0 + d0err * rng.standard_normal(len(p))
     dz = p.dz + dzerr * rng.standard_normal(len(p))
     t = tracked
-    out = Particles(event=p.event[t], px=px[t], py=py[t], pz=pz[t], e=e[t], pid=p.pid[t], charge=p.charge[t],
-                    d0=d0[t], dz=dz[t], d0err=d0err[t], dzerr=dzerr[t])
+    out = Particles(
+        event=p.event[t],
+        px=px[t],
+        py=py[t],
+        pz=pz[t],
+        e=e[t],
+        pid=p.pid[t],
+        charge=p.charge[t],
+        d0=d0[t],
+        dz=dz[t],
+        d0err=d0err[t],
+        dzerr=dzerr[t],
+    )
     return out, charged & ~tracked
 
 
-def _cells(p: Particles, use: np.ndarray, size: float, stoch: float, const: float, threshold: float,
-           pid: int, rng: np.random.Generator) -> Particles:
+def _cells(
+    p: Particles,
+    use: np.ndarray,
+    size: float,
+    stoch: float,
+    const: float,
+    threshold: float,
+    pid: int,
+    rng: np.random.Generator,
+) -> Particles:
     """Sum the energy of the selected particles per (event, eta cell, phi cell); smear; threshold."""
     pt = np.hypot(p.px, p.py)
     eta = np.arcsinh(p.pz / pt)
@@ -93,9 +112,19 @@ def _cells(p: Particles, use: np.ndarray, size: float, stoch: float, const: floa
     c_phi = (c_phi_idx + 0.5) * dphi - math.pi
     c_pt = energy / np.cosh(c_eta)
     zeros = np.zeros(len(cells))
-    return Particles(event=event, px=c_pt * np.cos(c_phi), py=c_pt * np.sin(c_phi), pz=c_pt * np.sinh(c_eta),
-                     e=energy, pid=np.full(len(cells), pid, dtype=np.int32), charge=zeros.astype(np.float32),
-                     d0=zeros, dz=zeros, d0err=zeros, dzerr=zeros)
+    return Particles(
+        event=event,
+        px=c_pt * np.cos(c_phi),
+        py=c_pt * np.sin(c_phi),
+        pz=c_pt * np.sinh(c_eta),
+        e=energy,
+        pid=np.full(len(cells), pid, dtype=np.int32),
+        charge=zeros.astype(np.float32),
+        d0=zeros,
+        dz=zeros,
+        d0err=zeros,
+        dzerr=zeros,
+    )
 
 
 def simple_detector(p: Particles, rng: np.random.Generator) -> Particles:
@@ -106,8 +135,10 @@ def simple_detector(p: Particles, rng: np.random.Generator) -> Particles:
     had = (neutral & (p.pid != 22)) | (lost & (np.abs(p.pid) != 11))
     ecal = _cells(p, em, ECAL_CELL, 0.03, 0.005, ECAL_THRESHOLD, 22, rng)
     hcal = _cells(p, had, HCAL_CELL, 1.0, 0.05, HCAL_THRESHOLD, 130, rng)
-    merged = {name: np.concatenate([getattr(x, name) for x in (tracks, ecal, hcal)])
-              for name in Particles.__dataclass_fields__}
+    merged = {
+        name: np.concatenate([getattr(x, name) for x in (tracks, ecal, hcal)])
+        for name in Particles.__dataclass_fields__
+    }
     order = np.argsort(merged["event"], kind="stable")
     return Particles(**{k: v[order] for k, v in merged.items()})
 

@@ -73,8 +73,14 @@ def visible_final_state(ev: FlatEvents, charges: ChargeTable, abs_eta_max: float
     charged = charge != 0
     return Particles(
         event=ev.event[keep],
-        px=ev.px[keep], py=ev.py[keep], pz=ev.pz[keep], e=ev.e[keep],
-        pid=pid, charge=charge,
-        d0=np.where(charged, d0, 0.0), dz=np.where(charged, dz, 0.0),
-        d0err=np.where(charged, NOMINAL_D0ERR_MM, 0.0), dzerr=np.where(charged, NOMINAL_DZERR_MM, 0.0),
+        px=ev.px[keep],
+        py=ev.py[keep],
+        pz=ev.pz[keep],
+        e=ev.e[keep],
+        pid=pid,
+        charge=charge,
+        d0=np.where(charged, d0, 0.0),
+        dz=np.where(charged, dz, 0.0),
+        d0err=np.where(charged, NOMINAL_D0ERR_MM, 0.0),
+        dzerr=np.where(charged, NOMINAL_DZERR_MM, 0.0),
     )

@@ -110,12 +110,20 @@ def _recipes() -> dict[str, Recipe]:
             ClassSpec("gluon", ("WeakBosonAndParton:qqbar2gmZg = on", *_Z_INVISIBLE), hard_partons=(21,)),
             ClassSpec("quark", ("WeakBosonAndParton:qg2gmZq = on", *_Z_INVISIBLE), hard_partons=(1, 2, 3)),
         ),
-        radius=0.4, pt_min=500.0, pt_max=550.0, abs_eta_max=1.7, pthat_min=400.0,
-        use_rapidity=True, leading_only=True, mpi=True,
+        radius=0.4,
+        pt_min=500.0,
+        pt_max=550.0,
+        abs_eta_max=1.7,
+        pthat_min=400.0,
+        use_rapidity=True,
+        leading_only=True,
+        mpi=True,
         reference="Komiske, Metodiev, Thaler, JHEP 01 (2019) 121; EnergyFlow 'Pythia8 Quark and Gluon Jets'",
     )
     qg_bc = replace(
-        qg, name="qg_bc", description="EnergyFlow-like quark/gluon jets including c and b quarks, R=0.4",
+        qg,
+        name="qg_bc",
+        description="EnergyFlow-like quark/gluon jets including c and b quarks, R=0.4",
         classes=(qg.classes[0], ClassSpec("quark", qg.classes[1].settings, hard_partons=(1, 2, 3, 4, 5))),
     )
     jetclass = Recipe(
@@ -123,20 +131,43 @@ def _recipes() -> dict[str, Recipe]:
         description="JetClass-like ten classes at particle level (QCD from Z(->nu nu)+jets), R=0.8",
         classes=(
             ClassSpec("QCD", (*_Z_PLUS_JET, *_Z_INVISIBLE)),
-            ClassSpec("Hbb", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 5 -5"), Match((25,), quarks=2)),
-            ClassSpec("Hcc", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 4 -4"), Match((25,), quarks=2)),
-            ClassSpec("Hgg", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 21 21"), Match((25,), gluons=2)),
-            ClassSpec("H4q", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 24 -24", *_W_HADRONIC),
-                      Match((25,), quarks=4)),
-            ClassSpec("Hqql", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 24 -24",
-                               "24:onMode = off", "24:onPosIfAny = 11 13 15", "24:onNegIfAny = 1 2 3 4 5"),
-                      Match((25,), quarks=2, leptons=1)),
+            ClassSpec(
+                "Hbb", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 5 -5"), Match((25,), quarks=2)
+            ),
+            ClassSpec(
+                "Hcc", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 4 -4"), Match((25,), quarks=2)
+            ),
+            ClassSpec(
+                "Hgg", (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 21 21"), Match((25,), gluons=2)
+            ),
+            ClassSpec(
+                "H4q",
+                (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 24 -24", *_W_HADRONIC),
+                Match((25,), quarks=4),
+            ),
+            ClassSpec(
+                "Hqql",
+                (
+                    *_ZH_INVISIBLE,
+                    "25:onMode = off",
+                    "25:onIfMatch = 24 -24",
+                    "24:onMode = off",
+                    "24:onPosIfAny = 11 13 15",
+                    "24:onNegIfAny = 1 2 3 4 5",
+                ),
+                Match((25,), quarks=2, leptons=1),
+            ),
             ClassSpec("Zqq", (*_Z_PLUS_JET, *_Z_HADRONIC), Match((23,), quarks=2)),
             ClassSpec("Wqq", (*_W_PLUS_JET, *_W_HADRONIC), Match((24,), quarks=2)),
             ClassSpec("Tbqq", (*_TTBAR, *_W_HADRONIC), _top_match()),
             ClassSpec("Tbl", (*_TTBAR, *_W_LEPTONIC), Match((6,), quarks=1, leptons=1)),
         ),
-        radius=0.8, pt_min=500.0, pt_max=1000.0, abs_eta_max=2.0, pthat_min=400.0, mpi=True,
+        radius=0.8,
+        pt_min=500.0,
+        pt_max=1000.0,
+        abs_eta_max=2.0,
+        pthat_min=400.0,
+        mpi=True,
         ecm=13000.0,
         reference="Qu, Li, Qian, arXiv:2202.03772 (JetClass)",
     )
@@ -145,7 +176,12 @@ def _recipes() -> dict[str, Recipe]:
             name="top",
             description="TopLandscape-like hadronic tops (all-hadronic ttbar) vs QCD dijets, R=0.8",
             classes=top_classes,
-            radius=0.8, pt_min=550.0, pt_max=650.0, abs_eta_max=2.0, pthat_min=400.0, mpi=False,
+            radius=0.8,
+            pt_min=550.0,
+            pt_max=650.0,
+            abs_eta_max=2.0,
+            pthat_min=400.0,
+            mpi=False,
             reference="Kasieczka et al., SciPost Phys. 7, 014 (2019) (Top Tagging Landscape)",
         ),
         "qg": qg,
@@ -154,15 +190,27 @@ def _recipes() -> dict[str, Recipe]:
         "wtag": Recipe(
             name="wtag",
             description="Hadronic W (W(->qq)+jet) vs QCD dijets, jet pT > 500 GeV, R=0.8",
-            classes=(ClassSpec("QCD", _DIJETS),
-                     ClassSpec("W", (*_W_PLUS_JET, *_W_HADRONIC), Match((24,), quarks=2))),
-            radius=0.8, pt_min=500.0, pt_max=math.inf, abs_eta_max=2.0, pthat_min=400.0, mpi=False,
+            classes=(
+                ClassSpec("QCD", _DIJETS),
+                ClassSpec("W", (*_W_PLUS_JET, *_W_HADRONIC), Match((24,), quarks=2)),
+            ),
+            radius=0.8,
+            pt_min=500.0,
+            pt_max=math.inf,
+            abs_eta_max=2.0,
+            pthat_min=400.0,
+            mpi=False,
         ),
         "top2tev": Recipe(
             name="top2tev",
             description="Hadronic tops vs QCD dijets at jet pT > 2 TeV, R=0.8",
             classes=(ClassSpec("QCD", _DIJETS), ClassSpec("Top", (*_TTBAR, *_W_HADRONIC), _top_match())),
-            radius=0.8, pt_min=2000.0, pt_max=math.inf, abs_eta_max=2.0, pthat_min=1850.0, mpi=False,
+            radius=0.8,
+            pt_min=2000.0,
+            pt_max=math.inf,
+            abs_eta_max=2.0,
+            pthat_min=1850.0,
+            mpi=False,
         ),
     }
 

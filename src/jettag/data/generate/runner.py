@@ -47,11 +47,15 @@ def pythia_seed(seed: int, shard: int, class_index: int, chunk: int) -> int:
     shards) ever share a Pythia seed; the run seed shifts the whole map.
     """
     if not (0 <= class_index < MAX_CLASSES and 0 <= chunk < MAX_CHUNKS and shard >= 0 and seed >= 0):
-        raise ValueError(f"seed {seed}, shard {shard}, class {class_index}, chunk {chunk} out of range "
-                         f"(classes < {MAX_CLASSES}, chunks per class and shard < {MAX_CHUNKS})")
+        raise ValueError(
+            f"seed {seed}, shard {shard}, class {class_index}, chunk {chunk} out of range "
+            f"(classes < {MAX_CLASSES}, chunks per class and shard < {MAX_CHUNKS})"
+        )
     stream = (shard * MAX_CLASSES + class_index) * MAX_CHUNKS + chunk
     if stream >= PYTHIA_SEED_MAX:
-        raise ValueError(f"shard {shard} too large: at most {PYTHIA_SEED_MAX // (MAX_CLASSES * MAX_CHUNKS)} shards")
+        raise ValueError(
+            f"shard {shard} too large: at most {PYTHIA_SEED_MAX // (MAX_CLASSES * MAX_CHUNKS)} shards"
+        )
     return 1 + (stream * _SEED_MULT + seed * _SEED_STEP) % PYTHIA_SEED_MAX
 
 
@@ -80,9 +84,17 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def plan(recipe: Recipe, n_jets: int, out: Path, seed: int = 0, detector: str = "none",
-         shards: list[int] | None = None, num_shards: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE,
-         mpi: bool | None = None) -> list[Task]:
+def plan(
+    recipe: Recipe,
+    n_jets: int,
+    out: Path,
+    seed: int = 0,
+    detector: str = "none",
+    shards: list[int] | None = None,
+    num_shards: int = 1,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    mpi: bool | None = None,
+) -> list[Task]:
     """The chunks of a run: ``n_jets`` balanced over the classes, then over shards, then chunks."""
     n_classes = len(recipe.classes)
     if n_jets < n_classes:
@@ -101,8 +113,20 @@ def plan(recipe: Recipe, n_jets: int, out: Path, seed: int = 0, detector: str = 
                 if n == 0:
                     continue
                 name = f"{recipe.name}-s{shard:04d}-{spec.name}-c{chunk:04d}.parquet"
-                tasks.append(Task(recipe.name, ci, shard, chunk, n, pythia_seed(seed, shard, ci, chunk),
-                                  detector, _detector_seed(seed, shard, ci, chunk), mpi, str(out / name)))
+                tasks.append(
+                    Task(
+                        recipe.name,
+                        ci,
+                        shard,
+                        chunk,
+                        n,
+                        pythia_seed(seed, shard, ci, chunk),
+                        detector,
+                        _detector_seed(seed, shard, ci, chunk),
+                        mpi,
+                        str(out / name),
+                    )
+                )
     return tasks
 
 
@@ -118,15 +142,25 @@ def run_task(task: Task) -> dict:
     from jettag.data.generate.chunk import generate_chunk
 
     recipe = get_recipe(task.recipe)
-    result = generate_chunk(recipe, task.class_index, task.n_jets, task.pythia_seed, task.detector,
-                            task.detector_seed, task.mpi)
+    result = generate_chunk(
+        recipe, task.class_index, task.n_jets, task.pythia_seed, task.detector, task.detector_seed, task.mpi
+    )
     stats = {**result.stats, "shard": task.shard, "chunk": task.chunk, "file": Path(task.path).name}
     tmp = task.stats_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stats, indent=1))
     os.replace(tmp, task.stats_path)
-    meta = {"recipe": task.recipe, "shard": task.shard, "chunk": task.chunk, "class_name": stats["class"],
-            "pythia_seed": task.pythia_seed, "detector": task.detector, "generator_version": GENERATOR_VERSION}
-    write_store(task.path, result.jets, recipe.class_names, source=f"jettag generate {task.recipe}", metadata=meta)
+    meta = {
+        "recipe": task.recipe,
+        "shard": task.shard,
+        "chunk": task.chunk,
+        "class_name": stats["class"],
+        "pythia_seed": task.pythia_seed,
+        "detector": task.detector,
+        "generator_version": GENERATOR_VERSION,
+    }
+    write_store(
+        task.path, result.jets, recipe.class_names, source=f"jettag generate {task.recipe}", metadata=meta
+    )
     return stats
 
 
@@ -158,17 +192,31 @@ def _check_run_config(out: Path, config: dict) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != config:
-            diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
-            raise ValueError(f"{out}: holds a different run (differences {diff}); use another --out directory")
+            diff = {
+                k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)
+            }
+            raise ValueError(
+                f"{out}: holds a different run (differences {diff}); use another --out directory"
+            )
         return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(config, indent=1))
     os.replace(tmp, path)
 
 
-def generate(recipe: str, n_jets: int, out: str | os.PathLike, workers: int = 1, seed: int = 0,
-             detector: str = "none", shard: int | None = None, num_shards: int = 1,
-             chunk_size: int = DEFAULT_CHUNK_SIZE, mpi: bool | None = None, progress: bool = True) -> dict:
+def generate(
+    recipe: str,
+    n_jets: int,
+    out: str | os.PathLike,
+    workers: int = 1,
+    seed: int = 0,
+    detector: str = "none",
+    shard: int | None = None,
+    num_shards: int = 1,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    mpi: bool | None = None,
+    progress: bool = True,
+) -> dict:
     """Generate (or finish generating) a sample; return the manifest, also written to ``out``.
 
     ``shard``: make only that shard of ``num_shards`` (one Slurm array task each); by default all.
@@ -180,10 +228,19 @@ def generate(recipe: str, n_jets: int, out: str | os.PathLike, workers: int = 1,
     rec = get_recipe(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"recipe": recipe, "jets": n_jets, "seed": seed, "detector": detector, "num_shards": num_shards,
-              "chunk_size": chunk_size, "mpi": rec.mpi if mpi is None else mpi,
-              "generator_version": GENERATOR_VERSION}
-    tasks = plan(rec, n_jets, out, seed, detector, None if shard is None else [shard], num_shards, chunk_size, mpi)
+    config = {
+        "recipe": recipe,
+        "jets": n_jets,
+        "seed": seed,
+        "detector": detector,
+        "num_shards": num_shards,
+        "chunk_size": chunk_size,
+        "mpi": rec.mpi if mpi is None else mpi,
+        "generator_version": GENERATOR_VERSION,
+    }
+    tasks = plan(
+        rec, n_jets, out, seed, detector, None if shard is None else [shard], num_shards, chunk_size, mpi
+    )
     _check_run_config(out, config)
     for task in tasks:  # temporary files of a killed run (never valid data); other shards' are left alone
         for stale in (Path(task.path + ".tmp"), task.stats_path.with_suffix(".tmp")):
@@ -191,8 +248,14 @@ def generate(recipe: str, n_jets: int, out: str | os.PathLike, workers: int = 1,
     start = time.perf_counter()
     todo = [t for t in tasks if not Path(t.path).exists()]
     done_jets = sum(t.n_jets for t in tasks) - sum(t.n_jets for t in todo)
-    bar = tqdm(total=sum(t.n_jets for t in tasks), initial=done_jets, unit="jet", disable=not progress,
-               desc=f"generate {recipe}", smoothing=0.1)
+    bar = tqdm(
+        total=sum(t.n_jets for t in tasks),
+        initial=done_jets,
+        unit="jet",
+        disable=not progress,
+        desc=f"generate {recipe}",
+        smoothing=0.1,
+    )
     try:
         if workers <= 1 or len(todo) <= 1:
             for task in todo:
@@ -213,8 +276,9 @@ def generate(recipe: str, n_jets: int, out: str | os.PathLike, workers: int = 1,
     return manifest
 
 
-def _manifest(rec: Recipe, config: dict, tasks: list[Task], wall_s: float, workers: int,
-              shard: int | None) -> dict:
+def _manifest(
+    rec: Recipe, config: dict, tasks: list[Task], wall_s: float, workers: int, shard: int | None
+) -> dict:
     stats = [json.loads(t.stats_path.read_text()) if t.stats_path.exists() else None for t in tasks]
     missing = [Path(t.path).name for t, s in zip(tasks, stats) if s is None]
     per_class: dict[str, dict] = {}
@@ -240,9 +304,18 @@ def _manifest(rec: Recipe, config: dict, tasks: list[Task], wall_s: float, worke
         "complete": not missing,
         "missing_chunks": missing,
         "per_class": per_class,
-        "chunks": [{"file": Path(t.path).name, "class": rec.classes[t.class_index].name, "shard": t.shard,
-                    "chunk": t.chunk, "jets": t.n_jets, "pythia_seed": t.pythia_seed,
-                    "events": s["events"] if s else None} for t, s in zip(tasks, stats)],
+        "chunks": [
+            {
+                "file": Path(t.path).name,
+                "class": rec.classes[t.class_index].name,
+                "shard": t.shard,
+                "chunk": t.chunk,
+                "jets": t.n_jets,
+                "pythia_seed": t.pythia_seed,
+                "events": s["events"] if s else None,
+            }
+            for t, s in zip(tasks, stats)
+        ],
         "wall_time_s": wall_s,
         "workers": workers,
         "versions": _versions(),

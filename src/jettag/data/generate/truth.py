@@ -60,9 +60,7 @@ def find_resonances(ev: FlatEvents) -> Resonances:
     mother_ok = ev.mother1 >= 0
     from_res = np.zeros(len(apid), dtype=bool)
     from_res[mother_ok] = is_res[ev.mother1[mother_ok]]
-    products = np.flatnonzero(
-        (np.abs(ev.status) == 23) & from_res & ~is_res & ~np.isin(apid, NEUTRINOS)
-    )
+    products = np.flatnonzero((np.abs(ev.status) == 23) & from_res & ~is_res & ~np.isin(apid, NEUTRINOS))
     first = _follow(ev.mother1[products], ev.mother1, lambda cur, nxt: is_res[nxt])
     roots, owner = np.unique(first, return_inverse=True)
     last = _follow(roots, ev.daughter1, lambda cur, nxt: ev.pid[nxt] == ev.pid[cur])
@@ -118,8 +116,13 @@ def ragged_pairs(a_event: np.ndarray, b_event: np.ndarray, n_events: int) -> tup
 
 
 def match_jets(
-    jet_event: np.ndarray, jet_eta: np.ndarray, jet_phi: np.ndarray, res: Resonances, match: Match,
-    radius: float, n_events: int,
+    jet_event: np.ndarray,
+    jet_eta: np.ndarray,
+    jet_phi: np.ndarray,
+    res: Resonances,
+    match: Match,
+    radius: float,
+    n_events: int,
 ) -> np.ndarray:
     """Per jet, True when a resonance of the required kind and all its decay products lie within R.
 
@@ -132,7 +135,9 @@ def match_jets(
         return matched
     kind_ok = (
         np.isin(res.abs_pid, match.resonance)
-        & (res.n_quarks == match.quarks) & (res.n_gluons == match.gluons) & (res.n_leptons == match.leptons)
+        & (res.n_quarks == match.quarks)
+        & (res.n_gluons == match.gluons)
+        & (res.n_leptons == match.leptons)
     )
     j, r = ragged_pairs(jet_event, res.event, n_events)
     near = kin.delta_r(jet_eta[j], jet_phi[j], res.eta[r], res.phi[r]) < radius
