@@ -114,9 +114,6 @@ def test_agrees_with_weaver_core(batch):
     torch.testing.assert_close(ours[real], ref[real], rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pairs._pt_rap_phi clamps pT^2 at eps=1e-8 (pT >= 1e-4 GeV) where weaver's pairwise_lv_fts_pp "
-    "uses to_ptrapphim(..., eps=None); fix: pt = torch.sqrt(px * px + py * py), then drop this marker"))
 def test_ultra_soft_particle_agrees_with_weaver_core():
     pytest.importorskip("weaver")
     from weaver.nn.model.ParticleTransformer import pairwise_lv_fts_pp

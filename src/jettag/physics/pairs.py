@@ -39,7 +39,7 @@ def tril_indices(n: int, device: torch.device | str) -> tuple[torch.Tensor, torc
 def _pt_rap_phi(vectors: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-particle pT, rapidity and phi from (B, 4, P) vectors, as weaver computes them."""
     px, py, pz, energy = vectors.unbind(dim=1)
-    pt = torch.sqrt((px * px + py * py).clamp(min=eps))
+    pt = torch.sqrt(px * px + py * py)  # unclamped like weaver: a clamp shifts ln kT, ln z of soft particles
     # 0.5 ln((E + pz) / (E - pz)) written as weaver writes it, so the float32 rounding matches.
     rap = 0.5 * torch.log(1 + (2 * pz) / (energy - pz).clamp(min=1e-20))
     phi = torch.atan2(py, px)
