@@ -12,6 +12,8 @@ from jettag.models.onnx import example_inputs
 from jettag.models.profile import count_parameters, flops_per_jet
 
 ALL = ["mipart", "mipart_l", "part", "particlenet", "pfn"]
+# mipart_l is mipart's code with wider layers: the (slower) invariance tests run on mipart
+INVARIANCE = ["mipart", "part", "particlenet", "pfn"]
 
 
 def repad(inputs, length):
@@ -25,7 +27,7 @@ def repad(inputs, length):
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: create_model(name, num_classes=3, features="kin").eval() for name in ALL}
+    return {name: create_model(name, num_classes=3, features="kin").eval() for name in INVARIANCE}
 
 
 def test_registry_lists_every_model_and_rejects_unknown_names():
@@ -63,7 +65,7 @@ def test_flops_per_jet_scale_as_expected():
     assert 600e6 < f128 < 760e6
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", INVARIANCE)
 def test_padding_does_not_change_outputs(models, name):
     model = models[name]
     inputs = example_inputs(7, lengths=[5, 31, 2, 60], length=60, seed=1)
@@ -74,7 +76,7 @@ def test_padding_does_not_change_outputs(models, name):
             torch.testing.assert_close(alone[0], batch[b], atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", INVARIANCE)
 def test_constituent_order_does_not_matter(models, name):
     model = models[name]
     inputs = example_inputs(7, lengths=[40, 23], length=48, seed=2)

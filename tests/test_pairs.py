@@ -16,7 +16,13 @@ import torch
 from jetfactory import random_jets
 
 from jettag.data.features import build_inputs
-from jettag.physics.pairs import PAIR_FEATURE_NAMES, pair_features, pair_features_tril, scatter_tril
+from jettag.physics.pairs import (
+    PAIR_FEATURE_NAMES,
+    pair_features,
+    pair_features_dense,
+    pair_features_tril,
+    scatter_tril,
+)
 
 EPS = 1e-8
 
@@ -95,6 +101,12 @@ def test_tril_scatter_is_the_full_matrix(batch):
     tril, i, j = pair_features_tril(v, m)
     assert (i >= j).all() and tril.shape[-1] == 40 * 41 // 2
     torch.testing.assert_close(scatter_tril(tril, i, j, 40), pair_features(v, m), rtol=0, atol=0)
+
+
+def test_dense_export_form_equals_triangle_form(batch):
+    v, m = torch.from_numpy(batch["vectors"]), torch.from_numpy(batch["mask"])
+    dense = pair_features_dense(v, m).permute(0, 3, 1, 2)
+    torch.testing.assert_close(dense, pair_features(v, m), rtol=1e-5, atol=1e-5)  # float32 op order
 
 
 def test_agrees_with_weaver_core(batch):

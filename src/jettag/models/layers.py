@@ -28,14 +28,13 @@ Blocks:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jettag.physics.pairs import _pt_rap_phi, pair_features_tril, scatter_tril
+from jettag.physics.pairs import pair_features_dense, pair_features_tril, scatter_tril
 
 NEG_INF = float("-inf")
 
@@ -146,32 +145,6 @@ class PairLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.act(self.bn(self.linear(x), mask, channel_last=True))
-
-
-def pair_features_dense(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """All P x P pair features by broadcasting, (B, P, P, 4): the export path.
-
-    ``pair_features_tril`` indexes a cached triangle whose size is a Python int, which ONNX and
-    ``torch.export`` cannot keep symbolic; this broadcast form has no index tensors, so an exported
-    graph accepts any jet length. Same formulas and clamps as ``jettag.physics.pairs`` (a test
-    checks that the two agree on the lower triangle).
-    """
-    vectors = vectors.float()
-    pt, rap, phi = _pt_rap_phi(vectors, eps)
-    pti, ptj = pt.unsqueeze(-1), pt.unsqueeze(-2)
-    dphi = torch.remainder(phi.unsqueeze(-1) - phi.unsqueeze(-2) + math.pi, 2 * math.pi) - math.pi
-    delta = torch.sqrt((rap.unsqueeze(-1) - rap.unsqueeze(-2)) ** 2 + dphi**2)
-    ptmin = torch.minimum(pti, ptj)
-    ln_delta = torch.log(delta.clamp(min=eps))
-    ln_kt = torch.log((ptmin * delta).clamp(min=eps))
-    ln_z = torch.log((ptmin / (pti + ptj).clamp(min=eps)).clamp(min=eps))
-    psum = vectors.unsqueeze(-1) + vectors.unsqueeze(-2)  # (B, 4, P, P)
-    m2 = psum[:, 3] ** 2 - (psum[:, 0] ** 2 + psum[:, 1] ** 2 + psum[:, 2] ** 2)
-    ln_m2 = torch.log(m2.clamp(min=eps))
-    feats = torch.stack((ln_kt, ln_z, ln_delta, ln_m2), dim=-1)
-    m = mask[:, 0]
-    # where, not a product: ONNX's atan2 decomposition gives NaN at (0, 0) for padded particles
-    return torch.where((m.unsqueeze(-1) & m.unsqueeze(-2)).unsqueeze(-1), feats, torch.zeros_like(feats))
 
 
 class PairEmbed(nn.Module):

@@ -46,6 +46,20 @@ def _pt_rap_phi(vectors: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     return pt, rap, phi
 
 
+def _ln_pair_features(pti, ptj, rapi, rapj, phii, phij, psum, eps: float, dim: int) -> torch.Tensor:
+    """(ln kT, ln z, ln Delta, ln m^2) of pairs given each side's pT, y, phi and the summed 4-vector
+    ``psum`` (4 along dim 1); the one place the formulas are written, for the triangle and dense forms."""
+    dphi = torch.remainder(phii - phij + math.pi, 2 * math.pi) - math.pi
+    delta = torch.sqrt((rapi - rapj) ** 2 + dphi**2)
+    ptmin = torch.minimum(pti, ptj)
+    ln_delta = torch.log(delta.clamp(min=eps))
+    ln_kt = torch.log((ptmin * delta).clamp(min=eps))
+    ln_z = torch.log((ptmin / (pti + ptj).clamp(min=eps)).clamp(min=eps))
+    m2 = psum[:, 3] ** 2 - (psum[:, 0] ** 2 + psum[:, 1] ** 2 + psum[:, 2] ** 2)
+    ln_m2 = torch.log(m2.clamp(min=eps))
+    return torch.stack((ln_kt, ln_z, ln_delta, ln_m2), dim=dim)
+
+
 def pair_features_tril(
     vectors: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,17 +78,10 @@ def pair_features_tril(
     n = vectors.shape[-1]
     i, j = tril_indices(n, vectors.device)
     pt, rap, phi = _pt_rap_phi(vectors, eps)
-    pti, ptj = pt[:, i], pt[:, j]
-    dphi = torch.remainder(phi[:, i] - phi[:, j] + math.pi, 2 * math.pi) - math.pi
-    delta = torch.sqrt((rap[:, i] - rap[:, j]) ** 2 + dphi**2)
-    ptmin = torch.minimum(pti, ptj)
-    ln_delta = torch.log(delta.clamp(min=eps))
-    ln_kt = torch.log((ptmin * delta).clamp(min=eps))
-    ln_z = torch.log((ptmin / (pti + ptj).clamp(min=eps)).clamp(min=eps))
     psum = vectors[:, :, i] + vectors[:, :, j]
-    m2 = psum[:, 3] ** 2 - (psum[:, 0] ** 2 + psum[:, 1] ** 2 + psum[:, 2] ** 2)
-    ln_m2 = torch.log(m2.clamp(min=eps))
-    feats = torch.stack((ln_kt, ln_z, ln_delta, ln_m2), dim=1)
+    feats = _ln_pair_features(
+        pt[:, i], pt[:, j], rap[:, i], rap[:, j], phi[:, i], phi[:, j], psum, eps, dim=1
+    )
     if mask is not None:
         m = mask[:, 0].bool()
         feats = feats * (m[:, i] & m[:, j]).unsqueeze(1).to(feats.dtype)
@@ -93,3 +100,22 @@ def pair_features(vectors: torch.Tensor, mask: torch.Tensor | None = None, eps: 
     """Full symmetric pair features (B, 4, P, P); see ``pair_features_tril``."""
     feats, i, j = pair_features_tril(vectors, mask, eps)
     return scatter_tril(feats, i, j, vectors.shape[-1])
+
+
+def pair_features_dense(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """All P x P pair features by broadcasting, channel-last (B, P, P, 4): the export path.
+
+    ``pair_features_tril`` indexes a cached triangle whose size is a Python int, which ONNX and
+    ``torch.export`` cannot keep symbolic; this broadcast form has no index tensors, so an exported
+    graph accepts any jet length. Pairs with a padded particle are 0 (set with ``where``, not a
+    product: ONNX's atan2 decomposition gives NaN at (0, 0), and NaN * 0 is NaN).
+    """
+    vectors = vectors.float()
+    pt, rap, phi = _pt_rap_phi(vectors, eps)
+    psum = vectors.unsqueeze(-1) + vectors.unsqueeze(-2)  # (B, 4, P, P)
+    feats = _ln_pair_features(
+        pt.unsqueeze(-1), pt.unsqueeze(-2), rap.unsqueeze(-1), rap.unsqueeze(-2),
+        phi.unsqueeze(-1), phi.unsqueeze(-2), psum, eps, dim=-1,
+    )
+    m = mask[:, 0].bool()
+    return torch.where((m.unsqueeze(-1) & m.unsqueeze(-2)).unsqueeze(-1), feats, torch.zeros_like(feats))
