@@ -192,8 +192,8 @@ def test_simple_detector(cache):
     neutral = charge == 0
     # calorimeter objects only: photons and generic neutral hadrons at cell centres
     assert set(np.unique(pid[neutral]).tolist()) <= {22, 130}
-    # smeared tracks: no exact zeros, errors at least the 10 um floor, pulls of unit size for prompt-like
-    assert np.mean(d0[~neutral] == 0) < 0.01 and d0err[~neutral].min() >= 0.010 - 1e-6
+    # smeared tracks: no exact zeros, errors at least the 20 um floor, pulls of unit size for prompt-like
+    assert np.mean(d0[~neutral] == 0) < 0.01 and d0err[~neutral].min() >= 0.020 - 1e-6
     pulls = d0[~neutral] / d0err[~neutral]
     assert 0.8 < np.median(np.abs(pulls)) / 0.674 < 2.0
     pt = ak.to_numpy(jets.jet_pt)

@@ -8,7 +8,8 @@ nearby photons and neutral hadrons. The numbers are CMS-like (Delphes CMS card m
 Tracks (charged particles, ``|eta| < 2.5``, ``pT > 0.1`` GeV):
   efficiency 0.70 (``pT < 1`` GeV) / 0.95 (barrel ``|eta| < 1.5``) / 0.90 (endcap);
   ``sigma(pT)/pT = 0.005 (+) 1.5e-4 pT`` in the barrel, ``0.01 (+) 3e-4 pT`` in the endcap;
-  ``sigma(d0) = 0.010 (+) 0.100 / pT`` mm, ``sigma(dz) = 0.030 (+) 0.150 / pT`` mm (``pT`` in GeV);
+  ``sigma(d0) = 0.020 (+) 0.200 / pT`` mm, ``sigma(dz) = 0.060 (+) 0.300 / pT`` mm (``pT`` in GeV;
+  ``particles.d0_resolution``; chosen with the reference JetClass ``full`` model, see realism.md);
   the measured d0/dz are the true ones plus a Gaussian of that width; d0err/dzerr are the widths.
 Calorimeters (``|eta| < 3``): charged particles that are not tracked deposit their energy like
   neutral ones (electrons and photons in ECAL, everything else in HCAL). ECAL cells 0.02 x 0.02 in
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 
-from jettag.data.generate.particles import Particles
+from jettag.data.generate.particles import Particles, d0_resolution, dz_resolution
 
 DETECTORS = ("none", "simple")
 
@@ -57,8 +58,8 @@ def _tracks(p: Particles, rng: np.random.Generator) -> tuple[Particles, np.ndarr
     px, py, pz = p.px * scale, p.py * scale, p.pz * scale
     e = np.sqrt(px**2 + py**2 + pz**2 + mass2)
     spt = pt * scale
-    d0err = _quad(0.010, 0.100 / spt)
-    dzerr = _quad(0.030, 0.150 / spt)
+    d0err = d0_resolution(spt)
+    dzerr = dz_resolution(spt)
     d0 = p.d0 + d0err * rng.standard_normal(len(p))
     dz = p.dz + dzerr * rng.standard_normal(len(p))
     t = tracked

@@ -128,7 +128,7 @@ def _recipes() -> dict[str, Recipe]:
     )
     jetclass = Recipe(
         name="jetclass",
-        description="JetClass-like ten classes at particle level (QCD from Z(->nu nu)+jets), R=0.8",
+        description="JetClass-like ten classes (QCD from Z(->nu nu)+jets), R=0.8, 13 TeV",
         classes=(
             ClassSpec("QCD", (*_Z_PLUS_JET, *_Z_INVISIBLE)),
             ClassSpec(
