@@ -239,3 +239,19 @@ def test_fine_tuning_new_head_keeps_backbone(uninterrupted: Path, tiny_store: Pa
             continue
         assert torch.equal(src[k], ft[k]), k
     assert any(not torch.equal(src[k], ft[k]) for k in head_keys)
+
+
+def test_split_is_random_subset_of_class_ordered_file() -> None:
+    """Generated samples are written class by class: ``max_jets`` must not take one class only."""
+    from jettag.train.datasets import split_indices
+
+    n = 1000
+    labels = (torch.arange(n) >= n // 2).numpy()  # first half class 0, second half class 1
+    tr, va, te = split_indices(n, [0.5, 0.1, 0.4], seed=0, limit=200)
+    assert (len(tr), len(va), len(te)) == (100, 20, 80)
+    every = set(tr) | set(va) | set(te)
+    assert len(every) == 200 and not (set(tr) & set(te))
+    for part in (tr, te):
+        assert 0.3 < labels[part].mean() < 0.7
+    # the same seed gives the same split (every run of a recipe shares one test set)
+    assert all((a == b).all() for a, b in zip(split_indices(n, [0.5, 0.1, 0.4], 0, 200), (tr, va, te)))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 #: scale -> (total jets generated, epochs multiplier, extra overrides)
 SCALES: dict[str, tuple[int, float, list[str]]] = {
-    "quick": (300, 0.0, ["train.epochs=1", "data.max_len=20", "train.batch_size=32"]),
-    "cpu": (8000, 1.0, []),
+    "quick": (200, 0.0, ["train.epochs=1", "data.max_len=20", "train.batch_size=32"]),
+    "cpu": (12000, 1.0, []),
     "gpu": (100000, 3.0, ["train.batch_size=256", "data.split=[0.6,0.2,0.2]", "data.max_len=128"]),
     "full": (500000, 5.0, ["train.batch_size=256", "data.split=[0.6,0.2,0.2]", "data.max_len=128"]),
 }

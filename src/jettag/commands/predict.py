@@ -1,7 +1,8 @@
 """``jettag predict RUN INPUT --out scores.parquet``: class probabilities for every jet of a file.
 
-INPUT is any format ``jettag.data.formats`` reads; the output has ``label`` (the file's, -1 when it
-has none is not possible in the canonical store, so it is copied as is) and ``score_<class>``.
+INPUT is any format ``jettag.data.formats`` reads. The output parquet has one row per jet in input
+order: ``label`` (the file's label, copied for convenience) and ``score_<class>`` (softmax
+probabilities), with the class names in the ``jettag`` metadata key.
 """
 
 from __future__ import annotations

@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jettag.train.config import ConfigError
+
+    try:
+        return _run(args)
+    except ConfigError as err:  # a typo in a recipe or override: a message, not a traceback
+        raise SystemExit(f"jettag train: {err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from jettag.train.config import apply_overrides, check, read_config, resolve
     from jettag.train.trainer import train
 
@@ -37,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("jettag train: give a RECIPE (or --resume RUN_DIR)")
         cfg = resolve(args.recipe, args.overrides)
         run_dir = Path(args.run_dir or f"runs/{cfg['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = train(cfg, run_dir, resume=bool(args.resume))
+    from jettag.train import distributed as D
+
+    try:
+        summary = train(cfg, run_dir, resume=bool(args.resume))
+    finally:
+        D.cleanup()  # leave the process group cleanly: gloo threads alive at exit abort the process
     print(json.dumps({k: v for k, v in summary.items() if k != "val"}, default=str))
     print(f"run directory: {run_dir}")
     return 0

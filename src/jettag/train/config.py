@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
         "feature_set": "kin",
         "max_len": 128,
         "drop_invalid": False,
-        "max_jets": None,  # use only the first N jets of ``path`` (quick runs)
+        "max_jets": None,  # use a random subset of N jets of ``path`` (quick runs), before the split
         "generate_workers": 2,
         "detector": "none",
     },

@@ -64,9 +64,18 @@ def read_dataset(path: Path | str, drop_invalid: bool = False) -> tuple[ak.Array
     return jets, store.dataset_classes(path)
 
 
-def split_indices(n: int, fractions: list[float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disjoint train/val/test index arrays covering ``range(n)`` (sorted within each part)."""
+def split_indices(
+    n: int, fractions: list[float], seed: int, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disjoint train/val/test index arrays covering ``range(n)`` (sorted within each part).
+
+    ``limit`` keeps a random subset of that many jets first: files are often ordered by class
+    (generated samples are written class by class), so "the first N jets" would be one class.
+    """
     perm = np.random.default_rng([seed, 0x5917]).permutation(n)
+    if limit is not None:
+        perm = perm[: int(limit)]
+        n = len(perm)
     n_train = round(fractions[0] * n)
     n_val = round(fractions[1] * n)
     parts = perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
@@ -82,9 +91,7 @@ def load_splits(cfg: dict[str, Any], which: tuple[str, ...] = ("train", "val", "
     d = cfg["data"]
     main_path = path if path is not None else resolve_data_path(d["path"], d)
     jets, classes = read_dataset(main_path, d.get("drop_invalid", False))
-    if d.get("max_jets"):
-        jets = jets[: int(d["max_jets"])]
-    tr, va, te = split_indices(len(jets), d["split"], int(d.get("split_seed", 0)))
+    tr, va, te = split_indices(len(jets), d["split"], int(d.get("split_seed", 0)), d.get("max_jets") or None)
     out: dict[str, ak.Array] = {}
     for name, idx in (("train", tr), ("val", va), ("test", te)):
         if name not in which:
