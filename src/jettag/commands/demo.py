@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         timings[f"train_{name}_s"] = time.perf_counter() - t0
         res = evaluate_run(run_dir)
         res["metrics"]["jets_per_s"] = summary["jets_per_s"]
+        res["metrics"]["epochs"] = cfg["train"]["epochs"]
         res["name"] = name
         results.append(res)
         m = res["metrics"]
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         raise SystemExit("jettag demo: no models selected")
     report = out / "report"
-    files = write_report(report, results, results[0]["classes"], extra_columns=["params", "jets_per_s"],
+    files = write_report(report, results, results[0]["classes"],
+                         extra_columns=["params", "epochs", "jets_per_s"],
                          title=f"jettag demo ({scale} scale): top vs QCD, {n_jets} generated jets")
     timings["total_s"] = time.perf_counter() - t_start
     (report / "timings.json").write_text(json.dumps(timings, indent=1))

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from jettag.evaluate import metrics as M
 
 PRETTY = {"acc": "Accuracy", "auc": "AUC", "rej50": "Rej50%", "rej30": "Rej30%", "params": "Params",
-          "jets_per_s": "train jets/s"}
+          "jets_per_s": "train jets/s", "epochs": "epochs"}
 
 
 def write_predictions(path: Path, labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> Path:
@@ -46,7 +46,7 @@ def _fmt(key: str, mean: float, std: float | None) -> tuple[str, str]:
         m, s = f"{mean:.4f}", (f"{std:.4f}" if std is not None else None)
     elif key == "params":
         m, s = (f"{mean / 1e6:.2f}M" if mean >= 1e6 else f"{mean / 1e3:.1f}k"), None
-    elif key == "jets_per_s":
+    elif key in ("jets_per_s", "epochs"):
         m, s = f"{mean:.0f}", None
     else:
         digits = 1 if mean < 100 else 0

@@ -460,3 +460,17 @@ class EdgeConv(nn.Module):
         else:
             sc = features
         return F.relu(sc + fts)
+
+
+def init_linear(model: nn.Module) -> None:
+    """Xavier-uniform Linear weights and zero biases, as weaver initialises ParT (so that ParT and
+    MIParT start from the same distribution as the reference trainings)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            if name.endswith("in_proj"):
+                val = (6.0 / float(module.weight.shape[0] // 3 + module.weight.shape[1])) ** 0.5
+                nn.init.uniform_(module.weight, -val, val)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

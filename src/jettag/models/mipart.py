@@ -34,9 +34,9 @@ from jettag.models.layers import (
     PairEmbed,
     ParticleEmbed,
     compute_dtype,
+    init_linear,
     key_padding_bias,
 )
-from jettag.models.part import _init_linear
 from jettag.models.registry import JetModel, register_model
 
 
@@ -60,7 +60,7 @@ class MIParticleTransformer(JetModel):
             NormFormerBlock(d, n_mi, mixer="value", **kw) for _ in range(num_mi_layers))
         self.blocks = nn.ModuleList(NormFormerBlock(d, num_heads, **kw) for _ in range(num_layers))
         self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes, head_order=head_order)
-        _init_linear(self)
+        init_linear(self)
 
     def mi_probabilities(self, u1: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """softmax over keys of U1 (B, D1, P, P) with padded keys at -inf, in float32, stored as dtype."""

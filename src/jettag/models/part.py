@@ -21,6 +21,7 @@ from jettag.models.layers import (
     PairEmbed,
     ParticleEmbed,
     compute_dtype,
+    init_linear,
     key_padding_bias,
 )
 from jettag.models.registry import JetModel, register_model
@@ -40,7 +41,7 @@ class ParticleTransformer(JetModel):
             for _ in range(num_layers)
         )
         self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes)
-        _init_linear(self)
+        init_linear(self)
 
     def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -58,19 +59,6 @@ class ParticleTransformer(JetModel):
     def reset_classifier(self, num_classes: int) -> None:
         self.head.fc = nn.Linear(self.head.fc.in_features, num_classes).to(self.head.fc.weight.device)
         self.num_classes = num_classes
-
-
-def _init_linear(model: nn.Module) -> None:
-    """Xavier-uniform Linear weights and zero biases (weaver's "moco" initialisation)."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            if name.endswith("in_proj"):
-                val = (6.0 / float(module.weight.shape[0] // 3 + module.weight.shape[1])) ** 0.5
-                nn.init.uniform_(module.weight, -val, val)
-            else:
-                nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
 
 @register_model
