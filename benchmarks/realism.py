@@ -29,7 +29,8 @@ from jettag.data.generate import cached_dataset
 from jettag.data.store import read_store
 
 JETCLASS = ["QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"]
-WEIGHTS = Path(os.environ.get("JETTAG_REFERENCE", "/work/shared/reference")) / "weights"
+_SHARED = Path(__file__).resolve().parents[2] / "shared"  # the project's shared/ beside the checkout
+WEIGHTS = Path(os.environ.get("JETTAG_REFERENCE", _SHARED / "reference")) / "weights"
 
 
 def load_model(feature_set: str) -> torch.nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from jettag.models.weaver import (
     to_weaver_state_dict,
 )
 
-REFERENCE = Path("/work/shared/reference/weights")
+# the project's shared/ folder sits beside the checkout (CI clones main with shared/ beside it)
+_SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE = Path(os.environ.get("JETTAG_REFERENCE", _SHARED / "reference")) / "weights"
 PN_CONV = [(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))]
 LENGTHS = [3, 10, 40, 64, 17, 1, 55]
 
