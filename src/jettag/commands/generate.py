@@ -18,7 +18,12 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", choices=sorted(RECIPES), metavar="RECIPE", help="one of: " + ", ".join(RECIPES))
-    p.add_argument("--jets", type=int, required=True, help="total jets over all classes and shards")
+    p.add_argument(
+        "--jets",
+        type=int,
+        required=True,
+        help="total jets over all classes and shards (events for event recipes such as hh4b)",
+    )
     p.add_argument("--out", required=True, help="output directory (created; resumed if it holds this run)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (does not change the jets)")
     p.add_argument(

@@ -12,6 +12,11 @@ recognise it:
   ``label`` (index into the ordered class names);
 - file metadata key ``jettag``: JSON with at least ``classes`` and ``source``.
 
+Event samples (``jettag generate hh4b``) store each event as consecutive rows, one per jet, leading
+first, with int32 ``event_index, event_jet_index`` and float32 ``event_pt, event_eta, event_phi,
+event_energy, event_mass`` (the system of the event's jets) and ``event_truth_mass``; every
+jet-level tool reads them as jets, and ``group_events`` gives the [event][jet] view.
+
 Particles are sorted by decreasing pT. A dataset is a directory, a glob or a list of such files.
 """
 
@@ -139,6 +144,35 @@ def make_jets(
     for name, values in (extra_jet or {}).items():
         out[name] = ak.Array(np.asarray(values))
     return ak.zip({**parts, **out}, depth_limit=1)
+
+
+def group_events(jets: ak.Array, source: str = "<memory>") -> ak.Array:
+    """Rows of an event sample as [event][jet] (leading jet first), checked to form whole events.
+
+    Every event must be ``n`` consecutive rows with ``event_jet_index`` 0..n-1 and one
+    ``event_index`` and ``label``; anything else (a filtered or shuffled table) is an error naming the
+    first bad row, since regrouping it would silently pair jets of different events.
+    """
+    if "event_jet_index" not in jets.fields or "event_index" not in jets.fields:
+        raise JetDataError(
+            f"{source}: no 'event_jet_index'/'event_index' fields: not an event sample "
+            "(such as jettag generate hh4b makes)"
+        )
+    rank = ak.to_numpy(jets.event_jet_index)
+    n = int(rank.max()) + 1 if len(rank) else 1
+    bad = np.flatnonzero(rank != np.arange(len(rank)) % n)
+    if len(rank) % n or len(bad):
+        row = int(bad[0]) if len(bad) else len(rank) - len(rank) % n
+        raise JetDataError(
+            f"{source}: {len(rank)} rows do not form whole events of {n} jets "
+            f"(event_jet_index 0..{n - 1} in order); first bad row {row}"
+        )
+    for name in ("event_index", "label"):
+        values = ak.to_numpy(jets[name]).reshape(-1, n)
+        mixed = np.flatnonzero((values != values[:, :1]).any(axis=1))
+        if len(mixed):
+            raise JetDataError(f"{source}: field {name!r} differs within the event at rows {mixed[0] * n}..")
+    return ak.unflatten(jets, n)
 
 
 def validate_jets(

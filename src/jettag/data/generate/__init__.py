@@ -2,8 +2,9 @@
 
 ``generate(recipe, n_jets, out, ...)`` writes canonical parquet chunks plus ``manifest.json``;
 ``cached_dataset(recipe, n_jets, ...)`` does so once per machine and returns the directory. The
-recipes (``top``, ``qg``, ``qg_bc``, ``jetclass``, ``wtag``, ``top2tev``) are in ``recipes``; see
-``docs/generation.md``. Pythia and FastJet are imported only when jets are actually generated.
+recipes (``top``, ``qg``, ``qg_bc``, ``jetclass``, ``wtag``, ``top2tev``, ``flavour``, ``hh4b``) are
+in ``recipes``; see ``docs/generation.md``. Pythia and FastJet are imported only when jets are
+actually generated.
 """
 
 from jettag.data.generate.cache import cache_root, cached_dataset

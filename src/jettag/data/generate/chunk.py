@@ -17,12 +17,26 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from jettag.data.generate.clustering import Jets, cluster, in_window
+from jettag.data.generate.clustering import Jets, cluster, in_window, leading_jets, may_hold_jet
 from jettag.data.generate.detector import apply_detector
 from jettag.data.generate.particles import Particles, visible_final_state
-from jettag.data.generate.pythia import ChargeTable, GenerationError, cross_section, make_pythia, next_events
+from jettag.data.generate.pythia import (
+    ChargeTable,
+    FlatEvents,
+    GenerationError,
+    cross_section,
+    make_pythia,
+    next_events,
+)
 from jettag.data.generate.recipes import Recipe, pythia_settings
-from jettag.data.generate.truth import find_resonances, hard_parton_veto, match_jets
+from jettag.data.generate.truth import (
+    Resonances,
+    contained_resonance_events,
+    find_resonances,
+    flavour_ok,
+    hard_parton_veto,
+    match_jets,
+)
 from jettag.data.store import make_jets
 from jettag.physics import kinematics as kin
 
@@ -58,19 +72,53 @@ def _gather(parts: Particles, jets: Jets) -> dict[str, np.ndarray]:
     }
 
 
-def _select(recipe: Recipe, class_index: int, parts: Particles, ev, jets: Jets) -> np.ndarray:
+def _event_columns(ev: FlatEvents, jets: Jets, n_per_event: int, first_event: int) -> dict[str, np.ndarray]:
+    """Per stored jet of an event recipe: the event's number, the jet's rank and the jets' system.
+
+    ``event_index`` counts Pythia events within the chunk (``first_event`` is the batch's first).
+
+    ``event_truth_mass`` is the mass of the heavy Higgs (PDG 35) of a signal event, 0 otherwise.
+    """
+    n_events = len(jets.event) // n_per_event
+    system = [getattr(jets, c).reshape(n_events, n_per_event).sum(axis=1) for c in ("px", "py", "pz", "e")]
+    per_jet = [np.repeat(c, n_per_event) for c in system]
+    heavy = np.flatnonzero(np.abs(ev.pid) == 35)
+    truth_mass = np.zeros(ev.n_events)
+    ev_of_heavy = ev.event[heavy]
+    first_copy = heavy[np.r_[True, ev_of_heavy[1:] != ev_of_heavy[:-1]]] if len(heavy) else heavy
+    truth_mass[ev.event[first_copy]] = kin.mass(ev.px[first_copy], ev.py[first_copy], ev.pz[first_copy],
+                                               ev.e[first_copy])
+    return {
+        "event_index": first_event + jets.event,
+        "event_jet_index": np.tile(np.arange(n_per_event), n_events),
+        "event_pt": kin.pt(per_jet[0], per_jet[1]),
+        "event_eta": kin.eta(*per_jet[:3]),
+        "event_phi": kin.phi(per_jet[0], per_jet[1]),
+        "event_energy": per_jet[3],
+        "event_mass": kin.mass(*per_jet),
+        "event_truth_mass": truth_mass[jets.event],
+    }
+
+
+def _select(recipe: Recipe, class_index: int, ev: FlatEvents, jets: Jets, res: Resonances | None) -> Jets:
+    """The jets of this batch that belong to the class (for an event recipe: its events' leading jets)."""
+    if recipe.event is not None:
+        return jets.take(leading_jets(jets, recipe.event, recipe.abs_eta_max))
     spec = recipe.classes[class_index]
     keep = in_window(
         jets, recipe.pt_min, recipe.pt_max, recipe.abs_eta_max, recipe.use_rapidity, recipe.leading_only
     )
-    if spec.match is not None and keep.any():
-        res = find_resonances(ev)
-        cand = np.flatnonzero(keep)
+    cand = np.flatnonzero(keep)
+    if len(cand) and (spec.match is not None or spec.flavour is not None):
         eta = kin.eta(jets.px[cand], jets.py[cand], jets.pz[cand])
         phi = kin.phi(jets.px[cand], jets.py[cand])
-        ok = match_jets(jets.event[cand], eta, phi, res, spec.match, recipe.radius, ev.n_events)
+        ok = np.ones(len(cand), dtype=bool)
+        if spec.match is not None:
+            ok &= match_jets(jets.event[cand], eta, phi, res, spec.match, recipe.radius, ev.n_events)
+        if spec.flavour is not None:
+            ok &= flavour_ok(jets.event[cand], eta, phi, ev, spec.flavour, recipe.radius)
         keep[cand[~ok]] = False
-    return keep
+    return jets.select(keep)
 
 
 def generate_chunk(
@@ -81,14 +129,17 @@ def generate_chunk(
     detector: str = "none",
     detector_seed: int = 0,
     mpi: bool | None = None,
+    variant: int = 0,
 ) -> ChunkResult:
     """Generate events until ``n_jets`` jets of class ``class_index`` pass; return them as canonical jets.
 
-    Jets beyond ``n_jets`` from the last batch are dropped (in event order), so the count is exact.
+    For an event recipe ``n_jets`` counts events, each stored as its leading jets. Jets (events)
+    beyond ``n_jets`` from the last batch are dropped in event order, so the count is exact.
     Statistics (events, Pythia's cross section, time inside Pythia) go into ``stats``.
     """
     spec = recipe.classes[class_index]
-    settings = pythia_settings(recipe, spec, pythia_seed, mpi)
+    per_unit = recipe.event.n_jets if recipe.event is not None else 1  # stored jets per counted unit
+    settings = pythia_settings(recipe, spec, pythia_seed, mpi, variant)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     pythia = make_pythia(settings)
@@ -103,34 +154,47 @@ def generate_chunk(
         eff = (n_have + 1) / (n_events + 1) if n_events else 0.5
         batch = int(np.clip(math.ceil(1.2 * (n_jets - n_have) / max(eff, 1e-3)), MIN_BATCH, MAX_BATCH))
         ev = next_events(pythia, batch, timings)
-        n_events += ev.n_events
         parts = visible_final_state(ev, charges, recipe.abs_eta_max + recipe.radius + ETA_MARGIN)
-        if spec.hard_partons is not None:
+        if spec.hard_partons is not None:  # process-labelled classes: the event's parton decides
             parts = parts.take(~hard_parton_veto(ev, spec.hard_partons)[parts.event])
+        # the detector sees every event (its random numbers then do not depend on the filters below)
         parts = apply_detector(detector, parts, rng)
+        # events that cannot yield a jet of the class are not clustered
+        event_ok = may_hold_jet(parts, ev.n_events, recipe.radius, recipe.pt_min, recipe.abs_eta_max)
+        res = find_resonances(ev) if spec.match is not None else None
+        if res is not None:
+            event_ok &= contained_resonance_events(res, spec.match, recipe.radius, ev.n_events)
+        if not event_ok.all():
+            parts = parts.take(event_ok[parts.event])
         jets = cluster(parts, ev.n_events, recipe.radius, recipe.pt_min)
-        jets = jets.select(_select(recipe, class_index, parts, ev, jets))
+        jets = _select(recipe, class_index, ev, jets, res)
         if len(jets.event):
-            pieces.append(_gather(parts, jets))
-            n_have += len(jets.event)
+            piece = _gather(parts, jets)
+            if recipe.event is not None:
+                piece.update(_event_columns(ev, jets, per_unit, n_events))
+            pieces.append(piece)
+            n_have += len(jets.event) // per_unit
+        n_events += ev.n_events
         if n_events >= max_events and n_have < n_jets:
             raise GenerationError(
                 f"recipe {recipe.name!r}, class {spec.name!r}: only {n_have} of {n_jets} jets after "
                 f"{n_events} events; the process settings do not reach the jet window"
             )
     flat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    counts = flat["counts"][:n_jets]
+    n_rows = n_jets * per_unit
+    counts = flat["counts"][:n_rows]
     n_parts = int(counts.sum())
 
     def jag(name: str, dtype=np.float32) -> ak.Array:
         return ak.unflatten(flat[name][:n_parts].astype(dtype), counts)
 
+    event_columns = {k: v[:n_rows] for k, v in flat.items() if k.startswith("event_")}
     jets_out = make_jets(
         jag("px"),
         jag("py"),
         jag("pz"),
         jag("e"),
-        label=np.full(n_jets, class_index, dtype=np.int32),
+        label=np.full(n_rows, class_index, dtype=np.int32),
         pid=jag("pid", np.int32),
         charge=jag("charge"),
         extra_particle={
@@ -139,12 +203,17 @@ def generate_chunk(
             "part_dzval": jag("dz"),
             "part_dzerr": jag("dzerr"),
         },
-        jet_p4=tuple(flat[k][:n_jets] for k in ("jet_px", "jet_py", "jet_pz", "jet_e")),
+        extra_jet={
+            k: v.astype(np.int32 if k in ("event_index", "event_jet_index") else np.float32)
+            for k, v in event_columns.items()
+        },
+        jet_p4=tuple(flat[k][:n_rows] for k in ("jet_px", "jet_py", "jet_pz", "jet_e")),
     )
     total_s = time.perf_counter() - start
     stats = {
         "class": spec.name,
         "jets": n_jets,
+        "stored_jets": n_rows,
         "events": n_events,
         "pythia_seed": pythia_seed,
         "settings": settings,

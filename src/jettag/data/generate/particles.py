@@ -78,11 +78,15 @@ def visible_final_state(ev: FlatEvents, charges: ChargeTable, abs_eta_max: float
     The eta cut only drops beam-remnant debris that cannot belong to a jet in the kinematic window
     (the caller passes the jet window plus R plus a margin); it makes clustering several times faster.
     """
-    pt = np.hypot(ev.px, ev.py)
-    eta = np.arcsinh(ev.pz / np.where(pt > 0, pt, 1e-20))
-    keep = np.flatnonzero(
-        (ev.status > 0) & ~np.isin(np.abs(ev.pid), NEUTRINOS) & (np.abs(eta) < abs_eta_max) & (pt > 0)
-    )
+    # final state first (a third of the record), then |eta| < a as |pz| < pT sinh(a): no arcsinh
+    # (a >= 50 is no cut: no particle gets there, and sinh(a) would overflow)
+    final = np.flatnonzero(ev.status > 0)
+    px, py, pz = ev.px[final], ev.py[final], ev.pz[final]
+    pt = np.hypot(px, py)
+    visible = ~np.isin(np.abs(ev.pid[final]), NEUTRINOS)
+    keep_final = visible & (pt > 0) & (np.abs(pz) < pt * np.sinh(min(abs_eta_max, 50.0)))
+    keep = final[keep_final]
+    pt = pt[keep_final]
     pid = ev.pid[keep]
     charge = charges(pid)
     d0, dz = impact_parameters(ev.vx[keep], ev.vy[keep], ev.vz[keep], ev.px[keep], ev.py[keep], ev.pz[keep])
@@ -97,6 +101,6 @@ def visible_final_state(ev: FlatEvents, charges: ChargeTable, abs_eta_max: float
         charge=charge,
         d0=np.where(charged, d0, 0.0),
         dz=np.where(charged, dz, 0.0),
-        d0err=np.where(charged, d0_resolution(pt[keep]), 0.0),
-        dzerr=np.where(charged, dz_resolution(pt[keep]), 0.0),
+        d0err=np.where(charged, d0_resolution(pt), 0.0),
+        dzerr=np.where(charged, dz_resolution(pt), 0.0),
     )

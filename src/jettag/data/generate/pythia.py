@@ -26,10 +26,11 @@ class FlatEvents:
     """A batch of Pythia events as flat per-particle columns; ``offsets[i]:offsets[i+1]`` is event i.
 
     ``mother1`` and ``daughter1`` are *global* indices into these flat arrays (-1 for none), so
-    following the decay history is plain numpy fancy indexing.
+    following the decay history is plain numpy fancy indexing; ``event`` is each particle's event.
     """
 
     offsets: np.ndarray
+    event: np.ndarray
     pid: np.ndarray
     status: np.ndarray
     mother1: np.ndarray
@@ -46,10 +47,7 @@ class FlatEvents:
     def n_events(self) -> int:
         return len(self.offsets) - 1
 
-    @property
-    def event(self) -> np.ndarray:
-        """Event number of every particle."""
-        return np.repeat(np.arange(self.n_events), np.diff(self.offsets))
+
 
 
 def make_pythia(settings: list[str]):
@@ -80,31 +78,61 @@ def next_events(pythia, n_events: int, timings: dict[str, float] | None = None) 
     batch = pythia.nextBatch(n_events)
     if timings is not None:
         timings["pythia"] = timings.get("pythia", 0.0) + time.perf_counter() - start
-    prt = batch["prt"]
-    counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+    counts, col = _columns(batch["prt"])
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    flat = ak.flatten(prt, axis=1)
-
-    def col(a) -> np.ndarray:
-        return np.asarray(ak.to_numpy(a))
-
-    p = flat["p"]
-    vprod = flat["vProd"]
     event = np.repeat(np.arange(len(counts)), counts)
     return FlatEvents(
         offsets=offsets,
-        pid=col(flat["id"]).astype(np.int32),
-        status=col(flat["status"]).astype(np.int32),
-        mother1=_global(col(flat["mother1"]).astype(np.int64), event, offsets),
-        daughter1=_global(col(flat["daughter1"]).astype(np.int64), event, offsets),
-        px=col(p["px"]),
-        py=col(p["py"]),
-        pz=col(p["pz"]),
-        e=col(p["e"]),
-        vx=col(ak.fill_none(vprod["px"], 0.0)),
-        vy=col(ak.fill_none(vprod["py"], 0.0)),
-        vz=col(ak.fill_none(vprod["pz"], 0.0)),
+        event=event,
+        pid=col("id").astype(np.int32),
+        status=col("status").astype(np.int32),
+        mother1=_global(col("mother1").astype(np.int64), event, offsets),
+        daughter1=_global(col("daughter1").astype(np.int64), event, offsets),
+        px=col("p", "px"),
+        py=col("p", "py"),
+        pz=col("p", "pz"),
+        e=col("p", "e"),
+        vx=col("vProd", "px"),
+        vy=col("vProd", "py"),
+        vz=col("vProd", "pz"),
     )
+
+
+def _columns(prt: ak.Array):
+    """(particles per event, ``col(*path)`` -> flat numpy column) of ``nextBatch``'s particle array.
+
+    Reads the buffers of the ``ListOffsetArray`` of records directly: a batch's columns then cost
+    ~0.1 ms instead of ~50 ms of awkward flattening, which matters when Pythia itself is fast (MPI
+    off). Missing production vertices (an option type) read as the origin. Any other layout (a
+    different pythia8mc) goes through ``ak.flatten``.
+    """
+    layout = ak.to_layout(prt)
+    listed = isinstance(layout, ak.contents.ListOffsetArray)
+    if listed and isinstance(layout.content, ak.contents.RecordArray):
+        offsets = np.asarray(layout.offsets.data)
+        rows = slice(int(offsets[0]), int(offsets[-1]))
+
+        def col(*path: str) -> np.ndarray:
+            node, index = layout.content, None
+            for name in path:
+                node = node[name]
+                if isinstance(node, ak.contents.IndexedOptionArray):
+                    index, node = np.asarray(node.index.data), node.content
+            if index is None:
+                return np.asarray(node.data[rows])
+            where = index[rows]
+            return np.where(where >= 0, np.asarray(node.data)[np.maximum(where, 0)], 0.0)
+
+        return np.diff(offsets), col
+    flat = ak.flatten(prt, axis=1)
+
+    def col_slow(*path: str) -> np.ndarray:
+        node = flat
+        for name in path:
+            node = node[name]
+        return np.asarray(ak.to_numpy(ak.fill_none(node, 0.0) if path[0] == "vProd" else node))
+
+    return ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64), col_slow
 
 
 class ChargeTable:

@@ -55,19 +55,61 @@ class Match:
     leptons: int = 0
 
 
+ANY = 1_000  # no upper limit on a hadron count
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """Truth flavour of a jet, from the parton that started it and the heavy hadrons inside it.
+
+    ``partons``: allowed |PDG id| of the outgoing hard-process parton nearest to the jet axis, which
+    must lie within R (empty: no parton requirement, e.g. pair classes whose two quarks a ``Match``
+    already places in the jet). ``b_hadrons`` / ``c_hadrons``: allowed (min, max) number of weakly
+    decaying b / c hadrons within R of the axis (the hadron label of ATLAS and CMS, counted as
+    hadrons, not ghosts). The two together make the label robust where either alone is not: a gluon
+    jet that split to b b-bar has b hadrons, and a b quark whose hadron left the cone has none.
+    """
+
+    partons: tuple[int, ...] = ()
+    b_hadrons: tuple[int, int] = (0, 0)
+    c_hadrons: tuple[int, int] = (0, 0)
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     """One class of a recipe: its Pythia process settings and, for signal, its truth requirement.
 
     ``hard_partons``: for process-labelled classes (quark/gluon), the allowed |PDG id| of the
     outgoing hard-process parton; events with another flavour are vetoed (e.g. c and b quarks for
-    the light-quark sample).
+    the light-quark sample). ``flavour``: a per-jet flavour label (see ``Flavour``).
+    ``chunk_settings``: settings that vary from chunk to chunk, cycled (e.g. a mass scan: Pythia
+    takes one resonance mass per initialisation, and a chunk is one initialisation).
     """
 
     name: str
     settings: tuple[str, ...]
     match: Match | None = None
     hard_partons: tuple[int, ...] | None = None
+    flavour: Flavour | None = None
+    chunk_settings: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class EventSelection:
+    """An event recipe: each event's leading jets in |eta| < abs_eta_max must all pass.
+
+    ``pt_min`` lists the thresholds of the leading, subleading, ... jets; their number is the jets
+    stored per event (rows ``n*k .. n*k + n-1`` of the store, leading first, with ``event_*``
+    columns for the system of those jets). A class's ``--jets`` count is then a count of events.
+    """
+
+    pt_min: tuple[float, ...]
+    mass_min: float = 0.0
+    mass_max: float = math.inf
+
+    @property
+    def n_jets(self) -> int:
+        return len(self.pt_min)
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,7 @@ class Recipe:
     ecm: float = 14000.0
     reference: str = ""
     common_settings: tuple[str, ...] = field(default_factory=tuple)
+    event: EventSelection | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -171,6 +214,85 @@ def _recipes() -> dict[str, Recipe]:
         ecm=13000.0,
         reference="Qu, Li, Qian, arXiv:2202.03772 (JetClass)",
     )
+    # Seed 001's all-in-one flavour tagger. Single-flavour jets from QCD 2->2 scattering with one
+    # topology for every quark flavour (quark pair creation, g g -> q q-bar and q q-bar -> q' q-bar',
+    # so a class differs from another by its flavour, not its production process; both jets of an
+    # event are of the same kind, so every event counts) and gluon-pair production for g; two-quark
+    # jets from a boosted H -> q q-bar recoiling against an invisible Z.
+    none = (0, 0)
+    light_pairs = ("HardQCD:gg2qqbar = on", "HardQCD:qqbar2qqbarNew = on", "HardQCD:nQuarkNew = 3")
+    gluon_pairs = ("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on")
+    flavour = Recipe(
+        name="flavour",
+        description="All-in-one flavour classes (ud, s, c, b, g jets; ss, cc, bb pairs in one jet), R=0.8",
+        classes=(
+            ClassSpec("ud", light_pairs, flavour=Flavour((1, 2), none, none)),
+            ClassSpec("s", light_pairs, flavour=Flavour((3,), none, none)),
+            ClassSpec("c", ("HardQCD:hardccbar = on",), flavour=Flavour((4,), none, (1, ANY))),
+            ClassSpec("b", ("HardQCD:hardbbbar = on",), flavour=Flavour((5,), (1, ANY), (0, ANY))),
+            ClassSpec("g", gluon_pairs, flavour=Flavour((21,), none, none)),
+            ClassSpec(
+                "ss",
+                (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 3 -3"),
+                Match((25,), quarks=2),
+                flavour=Flavour((), none, none),
+            ),
+            ClassSpec(
+                "cc",
+                (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 4 -4"),
+                Match((25,), quarks=2),
+                flavour=Flavour((), none, (2, ANY)),
+            ),
+            ClassSpec(
+                "bb",
+                (*_ZH_INVISIBLE, "25:onMode = off", "25:onIfMatch = 5 -5"),
+                Match((25,), quarks=2),
+                flavour=Flavour((), (2, ANY), (0, ANY)),
+            ),
+        ),
+        radius=0.8,
+        pt_min=250.0,
+        pt_max=math.inf,
+        abs_eta_max=2.0,
+        pthat_min=150.0,
+        mpi=True,
+        ecm=13000.0,
+        reference="Morinaga, Boost 2023 (seed 001): transformer all-in-one flavour tagger",
+    )
+    # Seed 002's event classification: a heavy H (600-2000 GeV, one mass per chunk, cycled) -> h h ->
+    # b b-bar b b-bar against QCD multi-jet and t t-bar, two R=1.0 jets per event (ATLAS
+    # PRD 105 (2022) 092002 selection, no b-tagging at generator level). The width is forced to 1% of
+    # the mass (a narrow 2HDM-like state): with Pythia's default H2 couplings it would be ~140 GeV at
+    # 600 GeV, and the falling gluon luminosity would drag the generated masses far below the nominal.
+    heavy_h = ClassSpec(
+        "H_hh4b",
+        (
+            "Higgs:useBSM = on",
+            "HiggsBSM:gg2H2 = on",
+            "35:doForceWidth = on",
+            "35:onMode = off",
+            "35:onIfMatch = 25 25",
+            "25:onMode = off",
+            "25:onIfMatch = 5 -5",
+        ),
+        chunk_settings=tuple(
+            (f"35:m0 = {m}", f"35:mWidth = {m / 100:g}") for m in (600, 800, 1000, 1250, 1500, 2000)
+        ),
+    )
+    hh4b = Recipe(
+        name="hh4b",
+        description="Events: heavy H -> hh -> 4b vs QCD multi-jet and ttbar, two R=1.0 jets (450/250 GeV)",
+        classes=(ClassSpec("QCD", _DIJETS), ClassSpec("ttbar", _TTBAR), heavy_h),
+        radius=1.0,
+        pt_min=250.0,
+        pt_max=math.inf,
+        abs_eta_max=2.0,
+        pthat_min=300.0,
+        mpi=True,
+        ecm=13000.0,
+        reference="Hammad, Moretti, Nojiri, arXiv:2401.00452 (seed 002)",
+        event=EventSelection(pt_min=(450.0, 250.0), mass_min=50.0, mass_max=250.0),
+    )
     return {
         "top": Recipe(
             name="top",
@@ -212,6 +334,8 @@ def _recipes() -> dict[str, Recipe]:
             pthat_min=1850.0,
             mpi=False,
         ),
+        "flavour": flavour,
+        "hh4b": hh4b,
     }
 
 
@@ -226,17 +350,22 @@ def get_recipe(name: str) -> Recipe:
         raise ValueError(f"unknown recipe {name!r}; known recipes: {sorted(RECIPES)}") from None
 
 
-def pythia_settings(recipe: Recipe, spec: ClassSpec, seed: int, mpi: bool | None = None) -> list[str]:
+def pythia_settings(
+    recipe: Recipe, spec: ClassSpec, seed: int, mpi: bool | None = None, variant: int = 0
+) -> list[str]:
     """Every Pythia setting of one class, in the order they are read (recorded in the manifest).
 
     K0S and Lambda stay undecayed (``tau0Max = 10`` mm), as a detector sees them; everything with a
     shorter lifetime (b and c hadrons) decays in Pythia, so production vertices carry their flight.
+    ``variant`` picks the class's ``chunk_settings`` entry (cycled).
     """
     use_mpi = recipe.mpi if mpi is None else mpi
+    varying = spec.chunk_settings[variant % len(spec.chunk_settings)] if spec.chunk_settings else ()
     return [
         "Print:quiet = on",
         f"Beams:eCM = {recipe.ecm:g}",
         *spec.settings,
+        *varying,
         f"PhaseSpace:pTHatMin = {recipe.pthat_min:g}",
         f"PartonLevel:MPI = {'on' if use_mpi else 'off'}",
         "ParticleDecays:limitTau0 = on",

@@ -78,6 +78,11 @@ class Task:
     def stats_path(self) -> Path:
         return Path(self.path + ".stats.json")
 
+    @property
+    def variant(self) -> int:
+        """Index into the class's ``chunk_settings`` (cycled): shards start at different entries."""
+        return self.shard + self.chunk
+
 
 def split(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` near-equal integers (the first ones one larger)."""
@@ -140,10 +145,20 @@ def run_task(task: Task) -> dict:
 
     torch.set_num_threads(1)
     from jettag.data.generate.chunk import generate_chunk
+    from jettag.data.generate.clustering import warm_up
+
+    warm_up()
 
     recipe = get_recipe(task.recipe)
     result = generate_chunk(
-        recipe, task.class_index, task.n_jets, task.pythia_seed, task.detector, task.detector_seed, task.mpi
+        recipe,
+        task.class_index,
+        task.n_jets,
+        task.pythia_seed,
+        task.detector,
+        task.detector_seed,
+        task.mpi,
+        variant=task.variant,
     )
     stats = {**result.stats, "shard": task.shard, "chunk": task.chunk, "file": Path(task.path).name}
     tmp = task.stats_path.with_suffix(".tmp")
@@ -276,6 +291,11 @@ def generate(
     return manifest
 
 
+def _chunk_settings(rec: Recipe, task: Task) -> tuple[str, ...]:
+    spec = rec.classes[task.class_index]
+    return spec.chunk_settings[task.variant % len(spec.chunk_settings)] if spec.chunk_settings else ()
+
+
 def _manifest(
     rec: Recipe, config: dict, tasks: list[Task], wall_s: float, workers: int, shard: int | None
 ) -> dict:
@@ -284,15 +304,18 @@ def _manifest(
     per_class: dict[str, dict] = {}
     for spec in rec.classes:
         rows = [s for s in stats if s is not None and s["class"] == spec.name]
+        varying = {x for entry in spec.chunk_settings for x in entry}
         events = sum(s["events"] for s in rows)
         # Pythia's sigmaGen per chunk is an estimate from that chunk's events; combine by events
         sigma = sum(s["sigma_mb"] * s["events"] for s in rows) / events if events else None
         per_class[spec.name] = {
             "jets": sum(s["jets"] for s in rows),
+            "stored_jets": sum(s.get("stored_jets", s["jets"]) for s in rows),
             "generated_events": events,
             "cross_section_mb": sigma,
             "jets_per_event": sum(s["jets"] for s in rows) / events if events else None,
-            "pythia_settings": rows[0]["settings"][:-1] if rows else None,  # all but the per-chunk seed
+            # all but the per-chunk seed (and the per-chunk "chunk_settings" listed with each chunk)
+            "pythia_settings": [x for x in rows[0]["settings"][:-1] if x not in varying] if rows else None,
             "seconds_total": sum(s["seconds_total"] for s in rows),
             "seconds_pythia": sum(s["seconds_pythia"] + s["seconds_init"] for s in rows),
         }
@@ -312,6 +335,7 @@ def _manifest(
                 "chunk": t.chunk,
                 "jets": t.n_jets,
                 "pythia_seed": t.pythia_seed,
+                "chunk_settings": list(_chunk_settings(rec, t)),
                 "events": s["events"] if s else None,
             }
             for t, s in zip(tasks, stats)
