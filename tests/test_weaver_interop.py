@@ -151,11 +151,11 @@ def test_wrong_checkpoints_raise_naming_the_keys():
         load_weaver_state_dict(create_model("particlenet"), part_state)
     with pytest.raises(WeaverCheckpointError, match="weaver particlenet checkpoint"):
         load_weaver_state_dict(create_model("part"), pn_state)
-    shape_error = r"shape mismatch: .*bn_fts.running_mean: checkpoint \(7,\) vs model \(13,\)"
+    shape_error = r"shape mismatch \(\d+\): .*bn_fts.running_mean: checkpoint \(7,\) vs model \(13,\)"
     with pytest.raises(WeaverCheckpointError, match=shape_error):
         load_weaver_state_dict(create_model("particlenet", features="kinpid"), pn_state)
     partial = {k: v for k, v in part_state.items() if not k.startswith("blocks.7.")}
-    with pytest.raises(WeaverCheckpointError, match=r"missing in checkpoint: blocks\.7\."):
+    with pytest.raises(WeaverCheckpointError, match=r"missing in checkpoint \(\d+\): blocks\.7\."):
         load_weaver_state_dict(create_model("part"), partial)
 
 

@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"jettag.commands.{name}")
-        except ModuleNotFoundError as err:  # a command still being written in this tree
-            if err.name != f"jettag.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"jettag.commands.{name}").register(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ import torch
 from jettag.models.part import ParticleTransformer
 from jettag.models.particlenet import ParticleNet
 from jettag.models.registry import JetModel
+from jettag.models.state import state_mismatch
 
 _PREFIXES = ("module.", "_orig_mod.", "mod.")
 
@@ -154,16 +155,9 @@ def convert_weaver_state_dict(model: JetModel, state: Mapping[str, torch.Tensor]
         if nd and value.ndim == target[new].ndim + nd:
             value = value.reshape(value.shape[: value.ndim - nd])
         converted[new] = value
-    missing = sorted(k for k in target if k not in converted)
-    shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-                    for k, v in converted.items() if v.shape != target[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"missing in checkpoint: {', '.join(jettag_key_to_weaver(kind, k) for k in missing)}")
-    if unexpected:
-        problems.append(f"not in {type(model).__name__}: {', '.join(sorted(unexpected))}")
-    if shapes:
-        problems.append("shape mismatch: " + "; ".join(shapes))
+    problems = state_mismatch(target, converted, shown=lambda k: jettag_key_to_weaver(kind, k))
+    if unexpected:  # weaver names with no jettag counterpart
+        problems.append(f"not in {type(model).__name__} ({len(unexpected)}): {', '.join(sorted(unexpected))}")
     if problems:
         raise WeaverCheckpointError(f"{source} does not fit {type(model).__name__}: " + " | ".join(problems))
     return converted

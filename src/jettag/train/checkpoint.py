@@ -27,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jettag.models.state import state_mismatch
+
 FORMAT_VERSION = 1
 
 
@@ -202,27 +204,17 @@ def load_weights(
     """Copy ``state`` into ``model`` after checking names and shapes; ``skip`` = key prefixes left as
     initialised (a new head when fine-tuning). Errors list what differs."""
     target = unwrap(model).state_dict()
-    skipped = lambda k: any(k == s or k.startswith(s + ".") for s in skip)  # noqa: E731
-    missing = [k for k in target if k not in state and not skipped(k)]
-    unexpected = [k for k in state if k not in target and not skipped(k)]
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in target
-        if k in state and not skipped(k) and state[k].shape != target[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:5]}")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es): {wrong[:5]}")
-        raise CheckpointError(f"{source}: does not fit {type(unwrap(model)).__name__}: " + "; ".join(parts))
+
+    def kept(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in d.items() if not any(k == s or k.startswith(s + ".") for s in skip)}
+
+    problems = state_mismatch(kept(target), kept(state))
+    if problems:
+        name = type(unwrap(model)).__name__
+        raise CheckpointError(f"{source}: does not fit {name}: " + "; ".join(problems))
     with torch.no_grad():
-        for k, v in target.items():
-            if not skipped(k):
-                v.copy_(state[k])
+        for k, v in kept(target).items():
+            v.copy_(state[k])
 
 
 def load_checkpoint(
