@@ -188,6 +188,44 @@ def infer_speed(model, call, batches, device, amp_dtype, warmup: int = 1) -> flo
     return sum(b[0].shape[0] for b in batches) / (time.perf_counter() - t0)
 
 
+GEMM_OPS = (  # matrix products, including the fused attention kernel of the class-attention blocks
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def train_profile(model, call, batches) -> dict:
+    """Where one pass of training steps over ``batches`` spends its CPU time (torch.profiler, self time).
+
+    The GEMM share bounds any implementation of the same mathematics: with every other operation made
+    free, a step still costs its matrix products, which already run near the core's peak.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    labels = [torch.zeros(b[0].shape[0], dtype=torch.long) for b in batches]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b, y in zip(batches, labels):
+            loss = F.cross_entropy(call(model, b), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    dropout = sum(e.self_cpu_time_total for e in events if e.key == "aten::bernoulli_")
+    return {
+        "profiled_s": round(total / 1e6, 3),
+        "gemm_s": round(gemm / 1e6, 3),
+        "gemm_share": round(gemm / total, 3),
+        "dropout_rng_share": round(dropout / total, 3),
+    }
+
+
 def _rss_kib() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -292,6 +330,8 @@ def main() -> int:
             entry["train_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             torch.cuda.reset_peak_memory_stats()
         entry["infer_jets_per_s"] = round(infer_speed(model, call, infer_b, device, amp), 1)
+        if not cuda and config.split("@")[0] in ("jettag:part", "weaver:part"):
+            entry["train_profile"] = train_profile(model, call, train_b)
         if cuda:
             entry["infer_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             compiled = torch.compile(model)
@@ -321,6 +361,11 @@ def main() -> int:
         "particlenet_infer_jettag_vs_weaver": ratio("jettag:particlenet", "weaver:particlenet",
                                                     "infer_jets_per_s"),
     }
+    if "jettag:part" in m and "weaver:part" in m and "train_profile" in m["jettag:part"]:
+        # same batches, same work: weaver's profiled time over jettag's GEMM time alone bounds what
+        # any CPU implementation of this mathematics could gain over weaver with these batches
+        bound = m["weaver:part"]["train_profile"]["profiled_s"] / m["jettag:part"]["train_profile"]["gemm_s"]
+        result["ratios"]["part_train_bound_if_only_gemms_remained"] = round(bound, 2)
     if not cuda:
         result["gpu"] = ("owed (no GPU in this session): MIParT >= 20k jets/s training under 8 GiB at "
                          "batch 512, >= 100k jets/s inference; ParT >= 2x weaver-core compiled. Rerun this "
