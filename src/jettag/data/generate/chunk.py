@@ -75,9 +75,9 @@ def _gather(parts: Particles, jets: Jets) -> dict[str, np.ndarray]:
 def _event_columns(ev: FlatEvents, jets: Jets, n_per_event: int, first_event: int) -> dict[str, np.ndarray]:
     """Per stored jet of an event recipe: the event's number, the jet's rank and the jets' system.
 
-    ``event_index`` counts Pythia events within the chunk (``first_event`` is the batch's first).
-
-    ``event_truth_mass`` is the mass of the heavy Higgs (PDG 35) of a signal event, 0 otherwise.
+    ``event_index`` counts Pythia events within the chunk (``first_event`` is the batch's first);
+    ``event_truth_mass`` is the mass of the heavy Higgs (PDG 35, its first copy in the record, as
+    produced) of a signal event, 0 otherwise.
     """
     n_events = len(jets.event) // n_per_event
     system = [getattr(jets, c).reshape(n_events, n_per_event).sum(axis=1) for c in ("px", "py", "pz", "e")]
@@ -86,8 +86,8 @@ def _event_columns(ev: FlatEvents, jets: Jets, n_per_event: int, first_event: in
     truth_mass = np.zeros(ev.n_events)
     ev_of_heavy = ev.event[heavy]
     first_copy = heavy[np.r_[True, ev_of_heavy[1:] != ev_of_heavy[:-1]]] if len(heavy) else heavy
-    truth_mass[ev.event[first_copy]] = kin.mass(ev.px[first_copy], ev.py[first_copy], ev.pz[first_copy],
-                                               ev.e[first_copy])
+    p4 = (ev.px[first_copy], ev.py[first_copy], ev.pz[first_copy], ev.e[first_copy])
+    truth_mass[ev.event[first_copy]] = kin.mass(*p4)
     return {
         "event_index": first_event + jets.event,
         "event_jet_index": np.tile(np.arange(n_per_event), n_events),
