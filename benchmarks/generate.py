@@ -191,8 +191,8 @@ def write_markdown(res: dict, args: argparse.Namespace) -> None:
     lines += [
         "",
         '"Outside Pythia" is everything except `Pythia.init()` and `Pythia.nextBatch()`: flattening,',
-        "particle selection, impact parameters, detector, clustering, truth matching and store assembly (the
-parquet write after a chunk is outside the chunk clock; it costs under 1% more).",
+        "particle selection, impact parameters, detector, clustering, truth matching and store assembly (the",
+        "parquet write after a chunk is outside the chunk clock; it costs under 1% more).",
         "",
         "## Scaling, top recipe",
         "",
