@@ -414,3 +414,14 @@ def test_prefilter_keeps_every_event_with_a_jet(name, class_index):
     ok = may_hold_jet(parts, ev.n_events, recipe.radius, recipe.pt_min, recipe.abs_eta_max)
     assert has_jet.sum() >= 10 and (~ok).sum() >= 10  # both kinds present: the test can fail
     assert not (has_jet & ~ok).any()
+
+
+def test_event_recipe_refuses_per_jet_truth():
+    from dataclasses import replace
+
+    from jettag.data.generate.recipes import Match
+
+    hh4b = get_recipe("hh4b")
+    classes = (*hh4b.classes[:2], replace(hh4b.classes[2], match=Match((25,), quarks=2)))
+    with pytest.raises(ValueError, match="per-jet truth requirement"):
+        replace(hh4b, classes=classes)

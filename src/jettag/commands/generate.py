@@ -41,7 +41,8 @@ def register(subparsers) -> None:
         "--chunk-size",
         type=int,
         default=None,
-        help="jets per class per chunk file (the unit of resuming; default 1000)",
+        help="jets (events for hh4b) per class per chunk file: the unit of resuming and of the hh4b mass "
+        "scan (default 1000)",
     )
     mpi = p.add_mutually_exclusive_group()
     mpi.add_argument(

@@ -169,7 +169,7 @@ def leading_jets(jets: Jets, selection: EventSelection, abs_eta_max: float) -> n
     pt = jets.pt
     order = central[np.lexsort((-pt[central], jets.event[central]))]  # by event, then pT descending
     event = jets.event[order]
-    first = np.flatnonzero(np.r_[True, event[1:] != event[:-1]]) if len(order) else np.zeros(0, int)
+    first = np.flatnonzero(np.r_[True, event[1:] != event[:-1]])  # no jets: [0] with size 0 below
     size = np.diff(np.r_[first, len(order)])
     idx = order[first[size >= n][:, None] + np.arange(n)]  # (events, n) jet indices
     mass = kin.mass(jets.px[idx], jets.py[idx], jets.pz[idx], jets.e[idx])

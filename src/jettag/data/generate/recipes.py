@@ -93,6 +93,10 @@ class ClassSpec:
     flavour: Flavour | None = None
     chunk_settings: tuple[tuple[str, ...], ...] = ()
 
+    def varying_settings(self, variant: int) -> tuple[str, ...]:
+        """The ``chunk_settings`` entry of chunk variant ``variant`` (cycled; empty when none)."""
+        return self.chunk_settings[variant % len(self.chunk_settings)] if self.chunk_settings else ()
+
 
 @dataclass(frozen=True)
 class EventSelection:
@@ -131,6 +135,15 @@ class Recipe:
     reference: str = ""
     common_settings: tuple[str, ...] = field(default_factory=tuple)
     event: EventSelection | None = None
+
+    def __post_init__(self) -> None:
+        if self.event is not None:  # an event recipe selects events, not single jets
+            per_jet = [c.name for c in self.classes if c.match is not None or c.flavour is not None]
+            if per_jet:
+                raise ValueError(
+                    f"recipe {self.name!r}: classes {per_jet} have a per-jet truth requirement, which an "
+                    "event recipe (event=...) does not apply"
+                )
 
     @property
     def class_names(self) -> list[str]:
@@ -360,12 +373,11 @@ def pythia_settings(
     ``variant`` picks the class's ``chunk_settings`` entry (cycled).
     """
     use_mpi = recipe.mpi if mpi is None else mpi
-    varying = spec.chunk_settings[variant % len(spec.chunk_settings)] if spec.chunk_settings else ()
     return [
         "Print:quiet = on",
         f"Beams:eCM = {recipe.ecm:g}",
         *spec.settings,
-        *varying,
+        *spec.varying_settings(variant),
         f"PhaseSpace:pTHatMin = {recipe.pthat_min:g}",
         f"PartonLevel:MPI = {'on' if use_mpi else 'off'}",
         "ParticleDecays:limitTau0 = on",

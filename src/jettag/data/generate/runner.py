@@ -291,11 +291,6 @@ def generate(
     return manifest
 
 
-def _chunk_settings(rec: Recipe, task: Task) -> tuple[str, ...]:
-    spec = rec.classes[task.class_index]
-    return spec.chunk_settings[task.variant % len(spec.chunk_settings)] if spec.chunk_settings else ()
-
-
 def _manifest(
     rec: Recipe, config: dict, tasks: list[Task], wall_s: float, workers: int, shard: int | None
 ) -> dict:
@@ -335,7 +330,7 @@ def _manifest(
                 "chunk": t.chunk,
                 "jets": t.n_jets,
                 "pythia_seed": t.pythia_seed,
-                "chunk_settings": list(_chunk_settings(rec, t)),
+                "chunk_settings": list(rec.classes[t.class_index].varying_settings(t.variant)),
                 "events": s["events"] if s else None,
             }
             for t, s in zip(tasks, stats)
