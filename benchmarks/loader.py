@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from jetfactory import random_jets  # noqa: E402
 
 from jettag.data.features import particle_features  # noqa: E402
-from jettag.data.loader import BatchLoader, JetTensors, StreamingLoader  # noqa: E402
+from jettag.data.kinds.particles import JetTensors  # noqa: E402
+from jettag.data.loader import BatchLoader, StreamingLoader  # noqa: E402
 from jettag.data.store import write_store  # noqa: E402
 
 BATCH = 512

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from jettag.data.kinds.particles import example_inputs  # noqa: E402
 from jettag.models import create_model  # noqa: E402
-from jettag.models.onnx import example_inputs  # noqa: E402
 
 PN_CONV = [(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))]
 CONFIGS = ["jettag:pfn", "jettag:particlenet", "weaver:particlenet", "jettag:particlenet@128",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jetfactory import random_jets
 
-from jettag.data.loader import JetTensors
+from jettag.data.kinds.particles import JetTensors
 from jettag.data.store import write_store
 from jettag.evaluate.metrics import evaluate_scores
 from jettag.train.checkpoint import load_run_model, read_meta

@@ -16,7 +16,8 @@ import torch
 from jetfactory import random_jets
 
 from jettag.data.features import build_inputs
-from jettag.data.loader import Batch, BatchLoader, JetTensors, StreamingLoader
+from jettag.data.kinds.particles import JetTensors, ParticleBatch
+from jettag.data.loader import BatchLoader, StreamingLoader
 from jettag.data.store import JetDataError, write_store
 
 N_JETS = 1500
@@ -46,7 +47,7 @@ def key_to_jet(reference) -> dict[tuple, int]:
     return keys
 
 
-def identify(batch: Batch, key_to_jet: dict[tuple, int]) -> list[int]:
+def identify(batch: ParticleBatch, key_to_jet: dict[tuple, int]) -> list[int]:
     return [key_to_jet[tuple(v.tolist())] for v in batch.vectors[:, :, 0].numpy()]
 
 

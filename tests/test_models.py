@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jettag.data.kinds.particles import example_inputs
 from jettag.models import create_model, feature_dim, list_models
 from jettag.models.layers import MaskedBatchNorm, PairEmbed
-from jettag.models.onnx import example_inputs
 from jettag.models.profile import count_parameters, flops_per_jet
 
 ALL = ["mipart", "mipart_l", "part", "particlenet", "pfn"]
@@ -58,7 +58,7 @@ def test_parameter_counts_match_the_reference_implementations():
 
 def test_flops_per_jet_scale_as_expected():
     part = create_model("part", features="kin")
-    f64, f128 = flops_per_jet(part, 7, 64, batch_size=1), flops_per_jet(part, 7, 128, batch_size=1)
+    f64, f128 = flops_per_jet(part, 64, batch_size=1), flops_per_jet(part, 128, batch_size=1)
     # FFN and projections grow linearly, pair MLP and attention quadratically: between 2x and 4x
     assert 2.0 < f128 / f64 < 4.0
     # ParT paper: ~340M multiply-adds per jet at 128 particles (2 FLOPs each)

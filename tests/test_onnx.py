@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from jettag.data.kinds.particles import example_inputs
 from jettag.models import create_model
-from jettag.models.onnx import example_inputs, export_onnx, run_onnx
+from jettag.models.onnx import export_onnx, run_onnx
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def exported(tmp_path_factory):
     for name in ("mipart", "part", "particlenet"):
         torch.manual_seed(0)
         model = create_model(name, num_classes=3, features="kin").eval()
-        out[name] = (model, export_onnx(model, root / f"{name}.onnx", feature_dim=7, example_length=24))
+        out[name] = (model, export_onnx(model, root / f"{name}.onnx", example_length=24))
     return out
 
 

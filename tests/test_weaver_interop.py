@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from jettag.data.kinds.particles import example_inputs
 from jettag.models import create_model
-from jettag.models.onnx import example_inputs
 from jettag.models.weaver import (
     WeaverCheckpointError,
     load_weaver_state_dict,

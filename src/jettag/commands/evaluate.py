@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "best", batch_size: int = 1024,
                  info: Any = None) -> dict[str, Any]:
     """Score one run on its test split (or ``data``): labels, probs, metrics, classes, model name."""
-    from jettag.data.loader import JetTensors
+    from jettag.data.kinds import get_kind
     from jettag.evaluate.metrics import evaluate_scores
     from jettag.train import distributed as D
     from jettag.train.checkpoint import load_run_model
@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
         source = str(data)
     if list(classes) != list(cfg["classes"]):
         raise ValueError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
-    tensors = JetTensors.from_jets(jets, d["feature_set"], d["max_len"], info.device, source=source)
+    tensors = get_kind(model.input_kind).build(jets, d, model, info.device, source=source)
     probs, labels = predict_tensors(model, tensors, batch_size, info, cfg["train"].get("bf16", "auto"))
     metrics = evaluate_scores(labels, probs, classes)
     n_params = sum(p.numel() for p in model.parameters())

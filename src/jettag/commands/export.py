@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from jettag.models.onnx import example_inputs, export_onnx, run_onnx
+    from jettag.data.kinds import get_kind
+    from jettag.models.onnx import export_onnx, run_onnx
     from jettag.train.checkpoint import load_run_model
 
     if not args.onnx and not args.weaver:
@@ -30,10 +31,9 @@ def run(args: argparse.Namespace) -> int:
     model, _config = load_run_model(args.run_dir, which=args.which)
     model.eval()
     if args.onnx:
-        dim = int(model.input_dim)
-        path = export_onnx(model, args.onnx, dim, probabilities=not args.logits, opset=args.opset)
+        path = export_onnx(model, args.onnx, probabilities=not args.logits, opset=args.opset)
         # check the file against PyTorch at a length other than the one traced
-        x = example_inputs(dim, batch_size=3, length=40, seed=1)
+        x = get_kind(model.input_kind).example_inputs(model, batch_size=3, length=40, seed=1)
         with torch.no_grad():
             ref = model(*x)
             ref = ref if args.logits else torch.softmax(ref, dim=-1)

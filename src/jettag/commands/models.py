@@ -27,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
           f"{args.classes} classes, FLOPs at {args.length} particles)")
     for name in list_models():
         model = create_model(name, num_classes=args.classes, features=features)
-        flops = "-" if args.no_flops else f"{flops_per_jet(model, dim, args.length) / 1e6:.1f}"
+        flops = "-" if args.no_flops else f"{flops_per_jet(model, args.length) / 1e6:.1f}"
         print(f"{name:<12} {count_parameters(model):>12,} {flops:>12}")
     return 0

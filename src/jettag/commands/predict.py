@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jettag.data.loader import JetTensors
+    from jettag.data.kinds import get_kind
     from jettag.evaluate.report import write_predictions
     from jettag.train import distributed as D
     from jettag.train.checkpoint import load_run_model
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     model.to(info.device)
     jets, _ = read_dataset(args.input, args.drop_invalid)
     d = cfg["data"]
-    tensors = JetTensors.from_jets(jets, d["feature_set"], d["max_len"], info.device, source=str(args.input))
+    tensors = get_kind(model.input_kind).build(jets, d, model, info.device, source=str(args.input))
     probs, labels = predict_tensors(model, tensors, args.batch_size, info, cfg["train"].get("bf16", "auto"),
                                     progress=True)
     out = write_predictions(Path(args.out), labels, probs, cfg["classes"])

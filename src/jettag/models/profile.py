@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from jettag.models.onnx import example_inputs
+from jettag.data.kinds import get_kind
 
 
 @dataclass
@@ -30,16 +29,15 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def flops_per_jet(model: nn.Module, feature_dim: int, length: int = 128, batch_size: int = 4) -> int:
-    """FLOPs of one forward pass per jet of ``length`` real particles (eval mode)."""
-    points, features, vectors, mask = example_inputs(feature_dim, batch_size, length)
-    mask = torch.ones_like(mask)
+def flops_per_jet(model: nn.Module, length: int = 128, batch_size: int = 4) -> int:
+    """FLOPs of one forward pass per jet of ``length`` real particles (or tokens, nodes; eval mode)."""
+    inputs = get_kind(model.input_kind).example_inputs(model, batch_size, length, full=True)
     was_training = model.training
     model.eval()
     try:
         counter = FlopCounterMode(display=False)
         with counter:  # grad mode on: the counter's module tracker hooks autograd
-            model(points, features, vectors, mask)
+            model(*inputs)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // batch_size
@@ -48,8 +46,8 @@ def flops_per_jet(model: nn.Module, feature_dim: int, length: int = 128, batch_s
 def profile_model(name: str, features: str | int = "kin", num_classes: int = 2, length: int = 128
                   ) -> ModelProfile:
     """Parameters and FLOPs per jet of a registered configuration."""
-    from jettag.models.registry import create_model, feature_dim
+    from jettag.models.registry import create_model
 
     model = create_model(name, num_classes=num_classes, features=features)
-    flops = flops_per_jet(model, feature_dim(features), length)
+    flops = flops_per_jet(model, length)
     return ModelProfile(name, count_parameters(model), flops, length)

@@ -2,23 +2,22 @@
 
 ``create_model("part", num_classes=10, features="kinpid")`` builds a model by name; a named
 configuration is a function decorated with ``@register_model`` that takes ``input_dim``,
-``num_classes`` and keyword overrides. Every model subclasses ``JetModel`` and shares one
-signature, ``forward(points, features, vectors, mask) -> logits``, in weaver's channel-first
-layout: points (B, 2, P), features (B, C, P), vectors (B, 4, P) = (px, py, pz, E), mask (B, 1, P)
-bool. A model ignores the inputs it does not use.
+``num_classes`` and keyword overrides. Every model subclasses ``JetModel`` and names the input kind
+it consumes (``input_kind``, see ``jettag.data.kinds``); its ``forward`` takes that kind's inputs.
+Particle models (the default kind, ``particles``) share weaver's signature and channel-first
+layout, ``forward(points, features, vectors, mask) -> logits`` with points (B, 2, P), features
+(B, C, P), vectors (B, 4, P) = (px, py, pz, E), mask (B, 1, P) bool, and ignore what they do not use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from jettag.models.layers import exporting
-
-# Input widths of the named feature sets (features.md); jettag.data.features is preferred when present.
-_FEATURE_DIMS = {"kin": 7, "kinpid": 13, "full": 17}
 
 _REGISTRY: dict[str, Callable[..., JetModel]] = {}
 
@@ -26,6 +25,7 @@ _REGISTRY: dict[str, Callable[..., JetModel]] = {}
 class JetModel(nn.Module):
     """Base class: input checks, probabilities, classifier access for fine-tuning."""
 
+    input_kind: ClassVar[str] = "particles"
     input_dim: int
     num_classes: int
 
@@ -50,13 +50,12 @@ class JetModel(nn.Module):
         return mask if mask.dtype == torch.bool else mask != 0
 
     @torch.no_grad()
-    def predict_proba(self, points: torch.Tensor, features: torch.Tensor, vectors: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (softmax of the logits) in eval mode, float32."""
+    def predict_proba(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the logits) of the model's inputs in eval mode, float32."""
         was_training = self.training
         self.eval()
         try:
-            return torch.softmax(self(points, features, vectors, mask).float(), dim=-1)
+            return torch.softmax(self(*inputs).float(), dim=-1)
         finally:
             self.train(was_training)
 
@@ -79,7 +78,6 @@ def register_model(fn: Callable[..., JetModel]) -> Callable[..., JetModel]:
 
 def list_models() -> list[str]:
     """Names of all registered configurations."""
-    _import_all()
     return sorted(_REGISTRY)
 
 
@@ -89,21 +87,15 @@ def feature_dim(features: str | int) -> int:
         if features <= 0:
             raise ValueError(f"input dimension must be positive, got {features}")
         return features
-    try:
-        from jettag.data.features import FEATURE_SETS
+    from jettag.data.features import FEATURE_SETS
 
-        if features in FEATURE_SETS:
-            return len(FEATURE_SETS[features])
-    except ImportError:  # the feature module is optional for building a model
-        pass
-    if features in _FEATURE_DIMS:
-        return _FEATURE_DIMS[features]
-    raise ValueError(f"unknown feature set {features!r}; use one of {sorted(_FEATURE_DIMS)} or an int")
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}; use one of {sorted(FEATURE_SETS)} or an int")
+    return len(FEATURE_SETS[features])
 
 
 def create_model(name: str, num_classes: int = 2, features: str | int = "kin", **overrides) -> JetModel:
     """Build the registered configuration ``name`` for the given classes and input features."""
-    _import_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     if num_classes < 1:
@@ -111,8 +103,3 @@ def create_model(name: str, num_classes: int = 2, features: str | int = "kin", *
     model = _REGISTRY[name](input_dim=feature_dim(features), num_classes=num_classes, **overrides)
     model.model_name = name
     return model
-
-
-def _import_all() -> None:
-    """Import the model files so that their decorators have run."""
-    from jettag.models import mipart, part, particlenet, pfn  # noqa: F401

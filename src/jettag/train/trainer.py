@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.data.kinds import TensorBatch, get_kind
 from jettag.evaluate.metrics import evaluate_scores
 from jettag.train import checkpoint as ckpt
 from jettag.train import distributed as D
@@ -49,9 +50,9 @@ def autocast_context(device: torch.device, bf16: bool | str) -> contextlib.Abstr
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
-def forward(model: nn.Module, batch: Any) -> torch.Tensor:
-    """Logits of a ``Batch`` (weaver's argument order)."""
-    return model(batch.points, batch.features, batch.vectors, batch.mask)
+def forward(model: nn.Module, batch: TensorBatch) -> torch.Tensor:
+    """Logits of a batch of any input kind."""
+    return model(*batch.inputs())
 
 
 @torch.no_grad()
@@ -63,7 +64,8 @@ def predict_tensors(
     bf16: bool | str = "auto",
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels of every jet of ``data`` (a ``JetTensors``), in jet order.
+    """Softmax probabilities and labels of every jet of ``data`` (a dataset of the model's kind), in
+    jet order.
 
     With several ranks each scores its shard and the (index, probs) rows are gathered, so every rank
     returns the full, identically ordered arrays.
@@ -196,24 +198,25 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
         path = str(resolve_data_path(cfg["data"]["path"], cfg["data"]))
     D.barrier(info)
     path = D.broadcast_object(path, info)
-    from jettag.data.loader import BatchLoader, JetTensors
+    from jettag.data.loader import BatchLoader
 
     splits, classes = load_splits(cfg, ("train", "val"), path=path)
     cfg["classes"] = classes
     d = cfg["data"]
-    train_data = JetTensors.from_jets(splits["train"], d["feature_set"], d["max_len"], info.device,
-                                      source=f"{d['path']} (train split)")
-    val_data = JetTensors.from_jets(splits["val"], d["feature_set"], d["max_len"], info.device,
-                                    source=f"{d['path']} (val split)")
-    loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
-                         rank=info.rank, world_size=info.world_size)
 
-    # ---- model, optimizer, schedule
+    # ---- model, then its kind of input
     if t.get("drop_path") is not None:
         cfg["model"]["overrides"]["drop_path"] = t["drop_path"]
     model = ckpt.build_model_from_config(cfg).to(info.device)
     if t["init_from"] and not resume:
         _init_from(model, cfg)
+    kind = get_kind(model.input_kind)
+    train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
+    val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
+    loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
+                         rank=info.rank, world_size=info.world_size)
+
+    # ---- optimizer, schedule
     groups = param_groups(model, t["lr"], t["weight_decay"], t["lr_head"], t["freeze_backbone"])
     optimizer = build_optimizer(t["optimizer"], groups, betas=tuple(t["betas"]))
     steps_per_epoch = math.ceil(len(loader) / t["grad_accum"])
