@@ -1,15 +1,16 @@
-"""torchrun / DDP plumbing: process group set-up, and metric reduction across ranks.
+"""torchrun / DDP plumbing: process group set-up, and gathering predictions across ranks.
 
 ``torchrun --nproc-per-node N -m jettag.cli train ...`` (or ``--nnodes``/``--rdzv-*`` for several
 machines) sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; ``setup`` then joins the process group (NCCL on
 GPUs, gloo on CPU) and picks the device. Every rank reads the whole data set and trains on its own
-shard (``BatchLoader(rank, world_size)``); metrics are reduced exactly, not averaged per rank: sums
-for loss/accuracy and an all-gather of (jet index, scores) for AUC and rejection, so a distributed
-evaluation gives the same figures as a single process.
+shard (``BatchLoader(rank, world_size)``). Evaluation gathers every rank's (jet index, probabilities)
+rows (``all_gather_rows``) and computes loss and every metric once on the full, jet-ordered arrays,
+so a distributed evaluation gives the same figures as a single process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -69,15 +70,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Element-wise sum over ranks (float64 on the CPU side so counts stay exact)."""
-    if not info.distributed:
-        return values
-    buf = values.detach().to(info.device, torch.float64).clone()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    return buf.cpu()
-
-
 def all_gather_rows(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate each rank's rows (first dimension may differ between ranks), in rank order."""
     if not info.distributed:
@@ -95,9 +87,17 @@ def all_gather_rows(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:
-    """Rank 0's value of a small JSON-like object (e.g. the path of a generated sample)."""
+    """Rank 0's value of a small JSON-serialisable object (e.g. the path of a generated sample).
+
+    Sent as JSON bytes, not through ``broadcast_object_list``, which pickles: no rank ever unpickles.
+    """
     if not info.distributed:
         return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    data = json.dumps(obj).encode() if info.is_main else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=info.device)
+    dist.broadcast(size, src=0)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=info.device)
+    if info.is_main:
+        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buf, src=0)
+    return json.loads(bytes(buf.cpu().tolist()).decode())
