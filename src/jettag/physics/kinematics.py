@@ -1,8 +1,10 @@
 """Four-vector kinematics shared by every part of jettag.
 
 Each function takes arrays of any shape and works on numpy arrays, awkward arrays (through numpy's
-ufunc dispatch) and torch tensors alike, so the feature builder (numpy/awkward, on the CPU) and the
-pair features (torch, on the batch's device) use the very same definitions. No per-particle loops.
+ufunc dispatch) and torch tensors alike; the feature builder, the readers, the generator and the
+tests use them. No per-particle loops. The pair features (``physics/pairs.py``) write their own
+float32 expressions, in weaver-core's order of operations so that weaver-trained weights see the
+same numbers; they agree with these functions within float32 rounding.
 
 Conventions: momenta in GeV, phi in [-pi, pi), pseudorapidity eta = asinh(pz / pT), rapidity
 y = 0.5 ln((E + pz) / (E - pz)).
@@ -14,11 +16,7 @@ import math
 from typing import Any
 
 import numpy as np
-
-try:  # torch is a hard dependency of the package, but the kinematics do not need it to import
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
+import torch
 
 # Smallest transverse momentum / energy difference used to keep eta and rapidity finite for
 # massless particles along the beam or for padded (all-zero) entries.
@@ -27,7 +25,7 @@ _TINY = 1e-20
 
 def _xp(x: Any):
     """The array library that owns ``x`` (torch for tensors, numpy for numpy and awkward arrays)."""
-    if torch is not None and isinstance(x, torch.Tensor):
+    if isinstance(x, torch.Tensor):
         return torch
     return np
 
