@@ -66,6 +66,11 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (trapezoidal; tied scores count one half, as scikit-learn)."""
     fpr, tpr, _ = roc_curve(labels, scores)
+    return roc_area(fpr, tpr)
+
+
+def roc_area(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoidal area under a ROC curve given as (fpr, tpr) points."""
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) * 0.5))
 
 
@@ -83,6 +88,11 @@ def fpr_at_tpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
 def rejection(labels: np.ndarray, scores: np.ndarray, efficiency: float) -> float:
     """Background rejection 1/FPR at the given signal efficiency (``inf`` when FPR is 0)."""
     fpr, tpr, _ = roc_curve(labels, scores)
+    return rejection_at(fpr, tpr, efficiency)
+
+
+def rejection_at(fpr: np.ndarray, tpr: np.ndarray, efficiency: float) -> float:
+    """Background rejection 1/FPR of a ROC curve at the given signal efficiency (``inf`` at FPR 0)."""
     f = fpr_at_tpr(fpr, tpr, efficiency)
     return math.inf if f == 0 else 1.0 / f
 
@@ -97,11 +107,12 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     score = probs[:, 1] if probs.ndim == 2 else probs
     labels = np.asarray(labels).ravel()
     pred = (probs.argmax(axis=1) if probs.ndim == 2 else (score > 0.5)).astype(labels.dtype)
+    fpr, tpr, _ = roc_curve(labels, score)  # once for all three figures
     return {
         "acc": float(np.mean(pred == labels)),
-        "auc": auc(labels, score),
-        "rej50": rejection(labels, score, 0.5),
-        "rej30": rejection(labels, score, 0.3),
+        "auc": roc_area(fpr, tpr),
+        "rej50": rejection_at(fpr, tpr, 0.5),
+        "rej30": rejection_at(fpr, tpr, 0.3),
     }
 
 
@@ -137,19 +148,27 @@ def multiclass_metrics(
     present = [k for k in range(len(classes)) if 0 < np.sum(labels == k) < len(labels)]
     aucs = [auc(labels == k, probs[:, k]) for k in present]
     out["auc"] = float(np.mean(aucs)) if aucs else math.nan
-    is_bkg = labels == bkg
     for k, name in enumerate(classes):
-        if k == bkg:
+        if k == bkg or not (labels == k).any() or not (labels == bkg).any():
             continue
-        sel = (labels == k) | is_bkg
-        if not (labels == k).any() or not is_bkg.any():
-            continue
-        pk, pb = probs[sel, k], probs[sel, bkg]
-        denom = pk + pb
-        score = np.divide(pk, denom, out=np.full_like(pk, 0.5), where=denom > 0)
+        is_signal, score = signal_vs_background(labels, probs, k, bkg)
         wp = working_point(name)
-        out[f"rej{_wp_tag(wp)}_{name.removeprefix('label_')}"] = rejection(labels[sel] == k, score, wp)
+        out[f"rej{_wp_tag(wp)}_{name.removeprefix('label_')}"] = rejection(is_signal, score, wp)
     return out
+
+
+def signal_vs_background(labels: np.ndarray, probs: np.ndarray, signal: int, background: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The jets of classes ``signal`` and ``background`` only: (is_signal, score p_S / (p_S + p_B)).
+
+    The JetClass convention for a one-class working point of a multi-class tagger; a jet with
+    p_S + p_B = 0 scores 0.5.
+    """
+    sel = (labels == signal) | (labels == background)
+    ps, pb = probs[sel, signal], probs[sel, background]
+    denom = ps + pb
+    score = np.divide(ps, denom, out=np.full_like(ps, 0.5), where=denom > 0)
+    return labels[sel] == signal, score
 
 
 def _wp_tag(wp: float) -> str:

@@ -127,9 +127,8 @@ def write_report(
     curves = {}
     for r in results:
         labels, probs = np.asarray(r["labels"]), np.asarray(r["probs"])
-        sel = (labels == sig) | (labels == bkg)
-        score = probs[sel, sig] / np.clip(probs[sel, sig] + probs[sel, bkg], 1e-12, None)
-        curves[r["name"]] = ((labels[sel] == sig).astype(int), score)
+        is_signal, score = M.signal_vs_background(labels, probs, sig, bkg)
+        curves[r["name"]] = (is_signal.astype(int), score)
         safe = r["name"].replace("/", "_")
         files[f"scores_{safe}"] = plots.plot_scores(labels, probs, classes, out_dir / f"scores_{safe}.png",
                                                     r["name"])
