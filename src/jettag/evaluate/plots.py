@@ -1,8 +1,9 @@
 """Figures of an evaluation report: ROC curves, score distributions, confusion matrices.
 
 ROC curves are drawn as the seed papers draw them: background rejection (1/FPR, log scale) against
-signal efficiency, one line per run group. Matplotlib's Agg backend is used so that reports are
-made on headless machines.
+signal efficiency, one line per run group. Figures are ``matplotlib.figure.Figure`` objects saved
+directly (no pyplot state, no global backend switch), so reports are made on headless machines
+and importing jettag never changes a user's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -10,18 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from jettag.evaluate.metrics import roc_curve
 
 
 def plot_rejection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "") -> Path:
     """``curves[name] = (labels, scores)``: background rejection vs signal efficiency, log y."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
     for name, (labels, scores) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
         ok = fpr > 0
@@ -36,7 +35,6 @@ def plot_rejection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pa
         ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -46,7 +44,8 @@ def plot_scores(
     """Distribution of each class's score for jets of each true class (binary: the signal score)."""
     probs = np.asarray(probs)
     cols = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(cols), 3.8))
+    axes = fig.subplots(1, len(cols), squeeze=False)
     bins = np.linspace(0, 1, 41)
     for ax, c in zip(axes[0], cols):
         for k, name in enumerate(classes):
@@ -60,14 +59,14 @@ def plot_scores(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> Path:
     """A normalised confusion matrix with the values written in the cells."""
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    fig = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax = fig.subplots()
     im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize="small")
     ax.set_yticks(range(n), classes, fontsize="small")
@@ -81,5 +80,4 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
