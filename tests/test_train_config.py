@@ -18,7 +18,7 @@ from jettag.cli import main
 from jettag.data.store import JetDataError, write_store
 from jettag.evaluate.metrics import multiclass_metrics
 from jettag.models import create_model
-from jettag.models.layers import DropPath
+from jettag.models.layers import DropPath, NormFormerBlock
 from jettag.train import checkpoint as ckpt
 from jettag.train.config import ConfigError, apply_overrides, load_recipe, resolve, save_config
 from jettag.train.datasets import split_indices
@@ -183,9 +183,10 @@ def test_multiclass_summary_rejection_is_geometric_mean_of_class_rejections() ->
     rng = np.random.default_rng(0)
     classes = ["label_QCD", "label_Hbb", "label_Tbqq"]
     labels = rng.integers(0, 3, size=600)
-    logits = rng.normal(size=(600, 3)) + 1.5 * np.eye(3)[labels]
+    logits = rng.normal(size=(600, 3)) + np.array([1.0, 0.5, 1.5]) * np.eye(3)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     per_class = multiclass_metrics(labels, probs, classes)
+    assert per_class["rej50_Tbqq"] > 2 * per_class["rej50_Hbb"]  # geometric and arithmetic means differ
     expect = math.exp((math.log(per_class["rej50_Hbb"]) + math.log(per_class["rej50_Tbqq"])) / 2)
     # same ROC arithmetic in a different order: equal to float64 rounding
     assert summary_rejection(labels, probs, classes, 0.5) == pytest.approx(expect, rel=1e-12)
@@ -316,6 +317,21 @@ def test_drop_path_module() -> None:
     assert DropPath(0.0).train()(x) is x and torch.equal(state, torch.get_rng_state())
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         DropPath(1.0)
+
+
+def test_drop_path_on_both_residual_branches() -> None:
+    """A sample passes a block unchanged exactly when both of its branches are dropped (w_resid = 1
+    at initialisation): with p = 0.5 for about a quarter of the samples, and never in eval mode."""
+    torch.manual_seed(0)
+    block = NormFormerBlock(16, 4, dropout=0.0, attn_dropout=0.0, activation_dropout=0.0, drop_path=0.5)
+    x = torch.randn(400, 6, 16)
+    unchanged = (block.train()(x) == x).flatten(1).all(1)
+    assert 60 < int(unchanged.sum()) < 140  # binomial(400, 1/4): mean 100, sd 8.7
+    assert not (block.eval()(x) == x).flatten(1).all(1).any()
+    cls = torch.randn(400, 1, 16)
+    bias = torch.zeros(400, 1, 1, 7)
+    unchanged_cls = (block.train().forward_cls(x, cls, bias) == cls).flatten(1).all(1)
+    assert 60 < int(unchanged_cls.sum()) < 140
 
 
 @pytest.mark.parametrize(("name", "tiny"), [("part", TINY_PART), ("mipart", TINY_MIPART),
