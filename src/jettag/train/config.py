@@ -272,9 +272,8 @@ def _check_data_source(key: str, value: Any) -> None:
             raise ConfigError(f"{key}={value!r}: need n_jets >= {n_classes} (one per class of {recipe!r}) "
                               f"and seed >= 0")
         return
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise ConfigError(f"{key} must be a dataset path (or a list of them) or "
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a dataset path (a file, directory or glob) or "
                           f"generate:<recipe>:<n_jets>[:seed], got {value!r}")
     from jettag.data.formats import resolve_dataset
 

@@ -167,7 +167,7 @@ class BestTracker:
     def is_better(self, score: float) -> bool:
         if math.isnan(score):
             return False
-        if self.best is None or math.isnan(self.best):
+        if self.best is None:
             return True
         return score > self.best if BEST_METRICS[self.metric] else score < self.best
 
