@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -263,11 +264,17 @@ def test_resume_without_checkpoint_explains(tmp_path: Path, monkeypatch: pytest.
         main(["train", "--resume", str(run), "optimizer=nope"])
 
 
-@pytest.fixture
-def resumable(store: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def stopped_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("stopped") / "run"
     train(pfn_cfg(store, "max_steps=1"), run)
     return run
+
+
+@pytest.fixture
+def resumable(stopped_run: Path, tmp_path: Path) -> Path:
+    """A copy of a run stopped after one step (each test edits or continues its own)."""
+    return Path(shutil.copytree(stopped_run, tmp_path / "run"))
 
 
 @pytest.mark.parametrize(("edit", "message"), [
