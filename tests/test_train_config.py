@@ -130,8 +130,8 @@ def test_cuda_without_gpu_refused(store: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("model", ["pfn", "particlenet"])
-def test_drop_path_on_model_without_residual_blocks_refused(store: Path, model: str) -> None:
-    with pytest.raises(ConfigError, match=f"model '{model}' has no residual blocks"):
+def test_drop_path_on_model_without_stochastic_depth_refused(store: Path, model: str) -> None:
+    with pytest.raises(ConfigError, match=f"model '{model}' has no stochastic depth"):
         resolve(f"top_{model}", [f"data.path={store}", "drop_path=0.1"])
     for name in ("part", "mipart", "mipart_l"):
         cfg = resolve("top_mipart", [f"data.path={store}", f"model.name={name}", "drop_path=0.1"])

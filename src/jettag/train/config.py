@@ -284,7 +284,13 @@ def _check_data_source(key: str, value: Any) -> None:
 
 
 def _check_model(cfg: dict[str, Any]) -> None:
-    """Model name, override keys and a trial build on the meta device (no memory, no data)."""
+    """Model name, override keys and a trial build on the meta device (no memory, no data).
+
+    ``train.drop_path`` needs a model with a ``drop_path`` option: ParT and MIParT(-L), whose
+    blocks are identity shortcut + residual branch. PFN has no residual blocks, and ParticleNet's
+    EdgeConv shortcuts are learned projections (every block changes the width), so dropping a
+    block's EdgeConv branch would leave a linear map of its input: no stochastic depth there.
+    """
     import torch
 
     from jettag.models.registry import create_model, list_models, model_options
@@ -300,9 +306,8 @@ def _check_model(cfg: dict[str, Any]) -> None:
     if t["drop_path"] is not None:
         if "drop_path" not in options:
             having = [n for n in list_models() if "drop_path" in model_options(n)]
-            raise ConfigError(f"train.drop_path={t['drop_path']}: model {m['name']!r} has no residual blocks "
-                              f"for stochastic depth (models that have: {', '.join(having)}); "
-                              "leave train.drop_path null")
+            raise ConfigError(f"train.drop_path={t['drop_path']}: model {m['name']!r} has no stochastic "
+                              f"depth (models with it: {', '.join(having)}); leave train.drop_path null")
         if overrides.get("drop_path", t["drop_path"]) != t["drop_path"]:
             raise ConfigError(f"train.drop_path={t['drop_path']} and model.overrides.drop_path="
                               f"{overrides['drop_path']} differ: set one of them")
