@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = out / name
         print(f"[demo] training {name} ({cfg['train']['epochs']} epochs) -> {run_dir}")
         t0 = time.perf_counter()
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, overwrite=True)  # a demo rerun replaces its previous runs
         timings[f"train_{name}_s"] = time.perf_counter() - t0
         res = evaluate_run(run_dir)
         res["metrics"]["jets_per_s"] = summary["jets_per_s"]

@@ -1,7 +1,10 @@
 """``jettag train RECIPE [key=value ...]``: train a model from ``configs/<RECIPE>.yaml`` plus overrides.
 
-``--resume RUN_DIR`` continues a killed run exactly where its ``last`` checkpoint left it (overrides
-given then, e.g. ``epochs=30`` or ``max_steps=null``, are applied on top of the run's config).
+The whole config is checked before any data is read or generated. A run directory that already
+holds a run is refused: ``--resume RUN_DIR`` continues a killed run exactly where its ``last``
+checkpoint left it (overrides given then, e.g. ``epochs=30`` or ``max_steps=null``, are applied on
+top of the run's config and checked again); ``--overwrite`` deletes the old run's config.yaml,
+log.csv, checkpoints/, tensorboard/ and report/ first and starts afresh.
 Under ``torchrun`` every rank runs this command; rank 0 writes the run directory.
 """
 
@@ -20,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=5e-4 data.path=train.parquet")
     p.add_argument("--run-dir", help="run directory (default runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume this run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="if --run-dir already holds a run, delete its config.yaml, log.csv, checkpoints/, "
+                        "tensorboard/ and report/ first (without it such a directory is refused)")
     p.set_defaults(func=run)
 
 
@@ -33,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jettag.train.config import apply_overrides, check, read_config, resolve
+    from jettag.train.config import apply_overrides, read_config, resolve
     from jettag.train.trainer import train
 
+    if args.resume and args.overwrite:
+        raise SystemExit("jettag train: --resume continues a run, --overwrite replaces one: give one of them")
     if args.resume:
         overrides = ([args.recipe] if args.recipe and "=" in args.recipe else []) + list(args.overrides)
-        cfg = apply_overrides(read_config(args.resume), overrides)
-        check(cfg)
+        cfg = apply_overrides(read_config(args.resume), overrides)  # checked by train()
         run_dir = Path(args.resume)
     else:
         if not args.recipe:
@@ -49,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     from jettag.train import distributed as D
 
     try:
-        summary = train(cfg, run_dir, resume=bool(args.resume))
+        summary = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     finally:
         D.cleanup()  # leave the process group cleanly: gloo threads alive at exit abort the process
     print(json.dumps({k: v for k, v in summary.items() if k != "val"}, default=str))

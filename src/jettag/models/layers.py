@@ -21,7 +21,8 @@ Blocks:
 - ``NormFormerBlock``: ParT's block (LN -> attention -> per-head scale -> LN -> dropout ->
   residual; LN -> fc1 -> GELU -> dropout -> LN -> fc2 -> dropout -> per-channel residual scale).
   The token mixer is either ``Attention`` or ``ValueAttention`` (MIParT's MI attention), and the
-  same block runs as a class-attention block (CaiT) with ``forward_cls``.
+  same block runs as a class-attention block (CaiT) with ``forward_cls``. ``DropPath``
+  (stochastic depth) sits on both residual branches; at rate 0 (the default) it is not called.
 - ``EdgeConv``: ParticleNet's EdgeConv block.
 """
 
@@ -298,6 +299,40 @@ class ValueAttention(nn.Module):
         return out.transpose(1, 2).reshape(b, p, d)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016, arXiv:1603.09382) on a residual branch, per sample.
+
+    In training mode each sample's branch output is zeroed with probability ``p`` and the kept ones
+    are scaled by 1 / (1 - p), so the expected output is unchanged; in eval mode it is the identity.
+    With ``p = 0`` it returns its input untouched and draws no random numbers.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path rate must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        scale = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+        return x * scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Linearly increasing stochastic-depth rates of ``depth`` residual blocks in forward order:
+    block l (1-based) drops with ``rate * l / depth`` (Huang et al.'s linear decay of the survival
+    probability), so the last block has ``rate`` and even a one-block model gets stochastic depth."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path rate must be in [0, 1), got {rate}")
+    return [rate * (i + 1) / depth for i in range(depth)]
+
+
 class NormFormerBlock(nn.Module):
     """ParT's NormFormer block around a token mixer (attention, MI attention or class attention).
 
@@ -307,7 +342,7 @@ class NormFormerBlock(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, ffn_ratio: int = 4, dropout: float = 0.1,
                  attn_dropout: float = 0.1, activation_dropout: float = 0.1, mixer: str = "attention",
-                 head_order: str = "hd") -> None:
+                 head_order: str = "hd", drop_path: float = 0.0) -> None:
         super().__init__()
         if head_order not in ("hd", "dh"):
             raise ValueError(f"head_order must be 'hd' or 'dh', got {head_order!r}")
@@ -333,6 +368,7 @@ class NormFormerBlock(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.c_attn = nn.Parameter(torch.ones(num_heads))
         self.w_resid = nn.Parameter(torch.ones(embed_dim))
+        self.drop_path = DropPath(drop_path)
 
     def _scale_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -342,10 +378,10 @@ class NormFormerBlock(nn.Module):
         return x.reshape(b, t, self.embed_dim)
 
     def _finish(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.post_attn_norm(self._scale_heads(x))) + residual
+        x = self.drop_path(self.dropout(self.post_attn_norm(self._scale_heads(x)))) + residual
         residual = x
         x = self.act_dropout(self.act(self.fc1(self.pre_fc_norm(x))))
-        x = self.dropout(self.fc2(self.post_fc_norm(x)))
+        x = self.drop_path(self.dropout(self.fc2(self.post_fc_norm(x))))
         return x + self.w_resid.to(residual.dtype) * residual
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
@@ -366,17 +402,23 @@ class NormFormerBlock(nn.Module):
 
 
 class ClassAttentionHead(nn.Module):
-    """Class token + class-attention blocks + final LayerNorm + Linear: logits from particle tokens."""
+    """Class token + class-attention blocks + final LayerNorm + Linear: logits from particle tokens.
+
+    ``drop_path`` gives the stochastic-depth rate of each class-attention block (default: none).
+    """
 
     def __init__(self, embed_dim: int, num_heads: int, num_layers: int, num_classes: int,
-                 head_order: str = "hd") -> None:
+                 head_order: str = "hd", drop_path: Sequence[float] | None = None) -> None:
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        rates = list(drop_path) if drop_path is not None else [0.0] * num_layers
+        if len(rates) != num_layers:
+            raise ValueError(f"{num_layers} class-attention blocks but {len(rates)} drop_path rates")
         self.cls_blocks = nn.ModuleList(
             NormFormerBlock(embed_dim, num_heads, dropout=0.0, attn_dropout=0.0, activation_dropout=0.0,
-                            head_order=head_order)
-            for _ in range(num_layers)
+                            head_order=head_order, drop_path=rate)
+            for rate in rates
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.fc = nn.Linear(embed_dim, num_classes)

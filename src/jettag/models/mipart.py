@@ -16,6 +16,10 @@ The authors' particle and class blocks write the per-head-scaled output back in 
 order; ``head_order="dh"`` reproduces that (it is a fixed channel permutation, the MI blocks with
 a head width of 1 are unaffected).
 
+``drop_path`` (default 0, as the authors' code) adds stochastic depth to the K + L + 2 residual
+blocks, with a rate rising linearly over depth (``layers.drop_path_rates``: block l of all L_total
+drops with drop_path * l / L_total; MI blocks first, then particle blocks, class blocks last).
+
 Named configurations: ``mipart`` (D_embed = D1 = 64, pair MLP 64, 64, 64) and ``mipart_l``
 (D_embed = D1 = 128, pair MLP 128, 128, 128).
 """
@@ -34,6 +38,7 @@ from jettag.models.layers import (
     PairEmbed,
     ParticleEmbed,
     compute_dtype,
+    drop_path_rates,
     init_linear,
     key_padding_bias,
 )
@@ -44,7 +49,7 @@ class MIParticleTransformer(JetModel):
     def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 64),
                  pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_mi_layers: int = 5,
                  num_layers: int = 5, num_cls_layers: int = 2, dropout: float = 0.1,
-                 head_order: str = "dh") -> None:
+                 head_order: str = "dh", drop_path: float = 0.0) -> None:
         super().__init__()
         self.input_dim, self.num_classes = input_dim, num_classes
         self.embed = ParticleEmbed(input_dim, embed_dims)
@@ -56,10 +61,14 @@ class MIParticleTransformer(JetModel):
         self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads),
                                     outputs=(len(pair_embed_dims) - 1, len(pair_embed_dims)))
         kw = dict(dropout=dropout, attn_dropout=dropout, activation_dropout=dropout, head_order=head_order)
+        rates = drop_path_rates(drop_path, num_mi_layers + num_layers + num_cls_layers)
         self.mi_blocks = nn.ModuleList(
-            NormFormerBlock(d, n_mi, mixer="value", **kw) for _ in range(num_mi_layers))
-        self.blocks = nn.ModuleList(NormFormerBlock(d, num_heads, **kw) for _ in range(num_layers))
-        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes, head_order=head_order)
+            NormFormerBlock(d, n_mi, mixer="value", drop_path=rate, **kw) for rate in rates[:num_mi_layers])
+        self.blocks = nn.ModuleList(
+            NormFormerBlock(d, num_heads, drop_path=rate, **kw)
+            for rate in rates[num_mi_layers:num_mi_layers + num_layers])
+        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes, head_order=head_order,
+                                       drop_path=rates[num_mi_layers + num_layers:])
         init_linear(self)
 
     def mi_probabilities(self, u1: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -6,6 +6,10 @@ pair embedding (64, 64, 64) -> 8 (one channel per head, activation kept after th
 attention blocks, final LayerNorm and one Linear. Weights map one-to-one onto weaver's
 (``jettag.models.weaver``). Differences are computational only: pair MLP on the lower triangle,
 SDPA with the bias as float mask, channel-last layers, padding-independent BN statistics.
+
+``drop_path`` (default 0, as weaver) adds stochastic depth to the 8 + 2 residual blocks, with a rate
+rising linearly over depth (``layers.drop_path_rates``: block l of L drops with drop_path * l / L,
+the particle blocks first, the class-attention blocks last).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from jettag.models.layers import (
     PairEmbed,
     ParticleEmbed,
     compute_dtype,
+    drop_path_rates,
     init_linear,
     key_padding_bias,
 )
@@ -30,17 +35,20 @@ from jettag.models.registry import JetModel, register_model
 class ParticleTransformer(JetModel):
     def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 128),
                  pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_layers: int = 8,
-                 num_cls_layers: int = 2, dropout: float = 0.1) -> None:
+                 num_cls_layers: int = 2, dropout: float = 0.1, drop_path: float = 0.0) -> None:
         super().__init__()
         self.input_dim, self.num_classes = input_dim, num_classes
         self.embed = ParticleEmbed(input_dim, embed_dims)
         d = self.embed.out_dim
         self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads), last_activation=True)
+        rates = drop_path_rates(drop_path, num_layers + num_cls_layers)
         self.blocks = nn.ModuleList(
-            NormFormerBlock(d, num_heads, dropout=dropout, attn_dropout=dropout, activation_dropout=dropout)
-            for _ in range(num_layers)
+            NormFormerBlock(d, num_heads, dropout=dropout, attn_dropout=dropout, activation_dropout=dropout,
+                            drop_path=rate)
+            for rate in rates[:num_layers]
         )
-        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes)
+        self.head = ClassAttentionHead(d, num_heads, num_cls_layers, num_classes,
+                                       drop_path=rates[num_layers:])
         init_linear(self)
 
     def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,

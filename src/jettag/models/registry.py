@@ -11,6 +11,8 @@ layout, ``forward(points, features, vectors, mask) -> logits`` with points (B, 2
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -103,3 +105,20 @@ def create_model(name: str, num_classes: int = 2, features: str | int = "kin", *
     model = _REGISTRY[name](input_dim=feature_dim(features), num_classes=num_classes, **overrides)
     model.model_name = name
     return model
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword overrides configuration ``name`` accepts (its own keyword parameters and, when it
+    forwards ``**overrides``, those of the model class it returns), e.g. ``drop_path`` where the
+    model has stochastic depth. Used to check a run config before any data is read."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    fn = _REGISTRY[name]
+    params = inspect.signature(fn).parameters
+    options = {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY or
+               (v.kind == v.POSITIONAL_OR_KEYWORD and v.default is not v.empty)}
+    if any(v.kind == v.VAR_KEYWORD for v in params.values()):
+        cls = typing.get_type_hints(fn)["return"]
+        init = inspect.signature(cls.__init__).parameters
+        options |= {p for p, v in init.items() if v.default is not v.empty and v.kind != v.VAR_KEYWORD}
+    return sorted(options - {"input_dim", "num_classes"})

@@ -183,8 +183,28 @@ def _load_tensors(path: Path, token: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_meta(ckpt_dir: str | os.PathLike, which: str) -> dict[str, Any]:
-    """The JSON half of a checkpoint, checked for readability."""
+#: JSON fields of every checkpoint, and the extra ones a resumable (``last``) checkpoint needs, with
+#: their types (``None`` allowed where listed)
+META_FIELDS: dict[str, tuple[type, ...]] = {"token": (str,), "format_version": (int,), "model": (str,),
+                                           "shapes": (dict,)}
+RESUME_FIELDS: dict[str, tuple[type, ...]] = {"epoch": (int,), "batch": (int,), "step": (int,),
+                                             "bad_epochs": (int,), "best": (float, int, type(None)),
+                                             "classes": (list,), "state": (dict,)}
+
+
+def _check_fields(meta: dict[str, Any], fields: dict[str, tuple[type, ...]], path: Path) -> None:
+    for name, types in fields.items():
+        if name not in meta:
+            raise CheckpointError(f"{path}: field {name!r} is missing")
+        value = meta[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise CheckpointError(f"{path}: field {name!r} must be {want}, got {value!r:.80}")
+
+
+def read_meta(ckpt_dir: str | os.PathLike, which: str, resume: bool = False) -> dict[str, Any]:
+    """The JSON half of a checkpoint, with its fields checked (``resume``: also those of a ``last``
+    checkpoint that a run continues from); a problem is a ``CheckpointError`` naming file and field."""
     path = Path(ckpt_dir) / f"{which}.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -195,6 +215,14 @@ def read_meta(ckpt_dir: str | os.PathLike, which: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({err})") from err
     if not isinstance(meta, dict) or "token" not in meta:
         raise CheckpointError(f"{path}: not a jettag checkpoint (no token)")
+    _check_fields(meta, META_FIELDS, path)
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {meta['format_version']} is newer than this "
+                              f"jettag reads ({FORMAT_VERSION}): update jettag")
+    if resume:
+        if "state" not in meta:
+            raise CheckpointError(f"{path}: weight-only checkpoint, cannot resume from it")
+        _check_fields(meta, RESUME_FIELDS, path)
     return meta
 
 
@@ -229,7 +257,7 @@ def load_checkpoint(
     ``state`` (optimizer, scheduler, RNG, loader position) is returned when ``with_state``.
     """
     ckpt_dir = Path(ckpt_dir)
-    meta = read_meta(ckpt_dir, which)
+    meta = read_meta(ckpt_dir, which, resume=with_state)
     if model_name is not None and meta.get("model") != model_name:
         raise CheckpointError(
             f"{ckpt_dir / which}.json: checkpoint is for model {meta.get('model')!r}, not {model_name!r}"
@@ -238,8 +266,6 @@ def load_checkpoint(
     load_weights(model, weights, f"{ckpt_dir / which}.safetensors")
     state = None
     if with_state:
-        if "state" not in meta:
-            raise CheckpointError(f"{ckpt_dir / which}.json: weight-only checkpoint, cannot resume from it")
         tensors = _load_tensors(ckpt_dir / f"{which}.optim.safetensors", meta["token"])
         try:
             state = unflatten_state(meta["state"], tensors)
@@ -249,12 +275,16 @@ def load_checkpoint(
 
 
 def build_model_from_config(cfg: dict[str, Any], num_classes: int | None = None) -> nn.Module:
-    """The model a run config describes (``num_classes`` from the config unless given)."""
+    """The model a run config describes (``num_classes`` from the config unless given), with
+    ``train.drop_path`` when set."""
     from jettag.models import create_model
 
     m = cfg["model"]
     n = num_classes if num_classes is not None else len(cfg["classes"])
     overrides = dict(m.get("overrides") or {})
+    drop_path = cfg.get("train", {}).get("drop_path")
+    if drop_path is not None:  # stochastic depth: a training option, the identity in eval mode
+        overrides["drop_path"] = drop_path
     return create_model(m["name"], num_classes=n, features=cfg["data"]["feature_set"], **overrides)
 
 

@@ -110,3 +110,26 @@ def load_splits(cfg: dict[str, Any], which: tuple[str, ...] = ("train", "val", "
                 f"{d['path']}: the {name} split is empty ({len(jets)} jets, split {d['split']})"
             )
     return out, classes
+
+
+def check_class_counts(splits: dict[str, ak.Array], classes: list[str], source: str) -> None:
+    """Training needs jets of at least two classes, overall and in every split; otherwise a
+    ``JetDataError`` with the jet count per class (before any model is built)."""
+    if len(classes) < 2:
+        raise store.JetDataError(f"{source}: the dataset declares one class {classes}; "
+                                 "training needs two or more")
+    counts = {name: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
+              for name, jets in splits.items()}
+
+    def describe(c: np.ndarray) -> str:
+        return ", ".join(f"{cls}: {int(n)}" for cls, n in zip(classes, c))
+
+    total = np.sum(list(counts.values()), axis=0)
+    if np.count_nonzero(total) < 2:
+        raise store.JetDataError(f"{source}: jets of only one class ({describe(total)}); "
+                                 "training needs jets of at least two classes")
+    for name, c in counts.items():
+        if np.count_nonzero(c) < 2:
+            raise store.JetDataError(
+                f"{source}: the {name} split has jets of only one class ({describe(c)}); training needs "
+                "two or more in every split: use more jets or another data.split / data.split_seed")

@@ -17,6 +17,9 @@ from torch import nn
 #: name fragments that never get weight decay (besides 1-d tensors)
 NO_DECAY_NAMES = ("cls_token", "class_token", "pos_embed", "bias")
 
+#: the names ``build_optimizer`` accepts (``train.optimizer``)
+OPTIMIZERS = ("adamw", "adam", "radam", "ranger")
+
 
 def find_head(model: nn.Module) -> str:
     """Module name of the classification head: ``model.head_name`` or ``model.get_classifier()`` (the
@@ -154,7 +157,6 @@ def build_optimizer(
 ) -> torch.optim.Optimizer | Lookahead:
     """``adamw`` or ``ranger`` (= RAdam with decoupled weight decay + Lookahead(0.5, 6), eps 1e-5,
     betas (0.95, 0.999): weaver's Ranger, used for the ParT/MIParT papers). ``radam``, ``adam`` too."""
-    name = name.lower()
     kw = {"betas": tuple(betas)}
     if name == "adamw":
         return torch.optim.AdamW(groups, eps=eps or 1e-8, **kw)
@@ -163,4 +165,4 @@ def build_optimizer(
     if name in ("radam", "ranger"):
         inner = torch.optim.RAdam(groups, eps=eps or 1e-5, decoupled_weight_decay=True, **kw)
         return inner if name == "radam" else Lookahead(inner, lookahead_alpha, lookahead_k)
-    raise ValueError(f"unknown optimizer {name!r}; known: adamw, adam, radam, ranger")
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")

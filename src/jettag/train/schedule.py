@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: the names ``lr_factor`` accepts (``train.schedule.name``)
+SCHEDULES = ("constant", "flat+decay", "warmup+cos", "cosine")
+
 
 @dataclass(frozen=True)
 class ScheduleSpec:
@@ -83,7 +86,7 @@ def lr_factor(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
 
         return cosine_restarts
 
-    raise ValueError(f"unknown lr schedule {name!r}; known: constant, flat+decay, warmup+cos, cosine")
+    raise ValueError(f"unknown lr schedule {name!r}; known: {', '.join(SCHEDULES)}")
 
 
 class Scheduler:

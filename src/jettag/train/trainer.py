@@ -1,15 +1,18 @@
 """The training loop, kept readable in the spirit of nanoGPT: one function, top to bottom.
 
-``train(cfg, run_dir)`` builds data, model, optimizer and schedule from a resolved config and runs
-epochs of optimizer steps. What makes a run survive:
+``train(cfg, run_dir)`` checks the whole config (``config.check``) and the run directory, then
+builds data, model, optimizer and schedule and runs epochs of optimizer steps. A run directory
+that already holds a run is refused unless the run is resumed (``resume=True``) or replaced
+(``overwrite=True``: its config, log, checkpoints, TensorBoard events and report are deleted first),
+so two runs never share one ``log.csv`` or mix checkpoints. What makes a run survive:
 
 - ``checkpoints/last`` holds the model, the optimizer (incl. Lookahead slow weights), the schedule
   step, every RNG state and the data position (epoch, batch index). The loader's batch order
   depends only on (seed, epoch), so a resumed run skips the batches already seen and continues
   bit for bit (``resume=True``; in deterministic mode the final weights equal an uninterrupted
   run's).
-- ``checkpoints/best`` is the model with the best validation ``best_metric``; early stopping
-  watches the same metric.
+- ``checkpoints/best`` is the model with the best validation ``best_metric`` (its direction from
+  ``config.BEST_METRICS``); early stopping watches the same metric (``BestTracker``).
 - ``log.csv`` and TensorBoard events get one row per ``log_every`` steps and per validation.
 
 Distributed (torchrun): each rank trains on its shard, DDP averages gradients, validation metrics
@@ -21,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.data.kinds import TensorBatch, get_kind
-from jettag.evaluate.metrics import evaluate_scores
+from jettag.evaluate.metrics import background_index, evaluate_scores, rejection
 from jettag.train import checkpoint as ckpt
 from jettag.train import distributed as D
-from jettag.train.config import save_config
-from jettag.train.datasets import load_splits, resolve_data_path
+from jettag.train.config import BEST_METRICS, ConfigError, check, read_config, save_config
+from jettag.train.datasets import check_class_counts, load_splits, resolve_data_path
 from jettag.train.optim import build_optimizer, find_head, param_groups
 from jettag.train.schedule import Scheduler, ScheduleSpec
 
-LOG_FIELDS = ["time", "epoch", "step", "split", "loss", "acc", "auc", "lr", "jets_per_s"]
+LOG_FIELDS = ["time", "epoch", "step", "split", "loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"]
+
+#: what a run writes into its directory (all of it is deleted by ``overwrite``)
+RUN_FILES = ("config.yaml", "config.yaml.tmp", "log.csv", "checkpoints", "tensorboard", "report")
 
 
 def autocast_context(device: torch.device, bf16: bool | str) -> contextlib.AbstractContextManager:
@@ -104,16 +112,79 @@ def evaluate_tensors(
     model: nn.Module, data: Any, classes: list[str], batch_size: int, info: D.DistInfo | None = None,
     bf16: bool | str = "auto",
 ) -> dict[str, float]:
-    """Loss (mean cross entropy), and the standard metrics, over all of ``data`` (all ranks)."""
+    """Loss (mean cross entropy) and the standard metrics over all of ``data`` (all ranks), plus
+    ``rej50``/``rej30`` of a multi-class run (``summary_rejection``), so that every key of
+    ``BEST_METRICS`` is present (NaN where scores are not finite, e.g. a diverged model)."""
     probs, labels = predict_tensors(model, data, batch_size, info, bf16)
     eps = 1e-12
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, None))))
-    metrics = {"loss": loss}
-    try:
+    metrics = {"loss": loss, "acc": float(np.mean(probs.argmax(1) == labels))}
+    if np.isfinite(probs).all():
         metrics.update(evaluate_scores(labels, probs, classes))
-    except ValueError:  # e.g. a tiny validation split with one class: keep loss and accuracy
-        metrics["acc"] = float(np.mean(probs.argmax(1) == labels))
+        if len(classes) > 2:
+            metrics.update(rej50=summary_rejection(labels, probs, classes, 0.5),
+                           rej30=summary_rejection(labels, probs, classes, 0.3))
+    for key in BEST_METRICS:
+        metrics.setdefault(key, math.nan)
     return metrics
+
+
+def summary_rejection(labels: np.ndarray, probs: np.ndarray, classes: list[str], efficiency: float) -> float:
+    """One background rejection of a multi-class model: the geometric mean over the signal classes
+    of Rej at ``efficiency`` of class X against the background B (score p_X / (p_X + p_B), on jets
+    of X and B, as ``evaluate.metrics.multiclass_metrics``). The geometric mean weighs each class's
+    relative gain equally (rejections of JetClass classes span four orders of magnitude). Classes
+    without validation jets are skipped; NaN when none is left."""
+    bkg = background_index(classes)
+    is_bkg = labels == bkg
+    logs = []
+    for k in range(len(classes)):
+        if k == bkg or not (labels == k).any() or not is_bkg.any():
+            continue
+        sel = (labels == k) | is_bkg
+        pk, pb = probs[sel, k], probs[sel, bkg]
+        denom = pk + pb
+        score = np.divide(pk, denom, out=np.full_like(pk, 0.5), where=denom > 0)
+        logs.append(math.log(rejection(labels[sel] == k, score, efficiency)))
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+
+
+@dataclass
+class BestTracker:
+    """Which validation is the best so far and when to stop early, on one metric of
+    ``BEST_METRICS`` (its direction from there). NaN never counts as better; the first finite value
+    always does. ``patience`` (``train.early_stopping``): stop after that many epochs in a row
+    without a better value (None: never)."""
+
+    metric: str
+    patience: int | None = None
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in BEST_METRICS:
+            raise ConfigError(f"train.best_metric: unknown metric {self.metric!r}; "
+                              f"known: {', '.join(BEST_METRICS)}")
+
+    def is_better(self, score: float) -> bool:
+        if math.isnan(score):
+            return False
+        if self.best is None:
+            return True
+        return score > self.best if BEST_METRICS[self.metric] else score < self.best
+
+    def update(self, val: dict[str, float]) -> bool:
+        """Record one validation; True when it is the new best."""
+        score = float(val[self.metric])
+        if self.is_better(score):
+            self.best, self.bad_epochs = score, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
 
 
 class RunLogger:
@@ -124,9 +195,13 @@ class RunLogger:
         if not enabled:
             return
         path = run_dir / "log.csv"
-        new = not path.exists()
+        fields = LOG_FIELDS
+        if path.exists():  # a resumed run keeps the columns its log.csv was started with
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f), None) or LOG_FIELDS
+        new = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", newline="")  # closed in close()
-        self.csv = csv.DictWriter(self.file, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        self.csv = csv.DictWriter(self.file, fieldnames=fields, extrasaction="ignore")
         if new:
             self.csv.writeheader()
         try:
@@ -142,7 +217,7 @@ class RunLogger:
         self.csv.writerow({"time": round(time.time(), 3), **row})
         self.file.flush()
         if self.tb is not None:
-            for key in ("loss", "acc", "auc", "lr", "jets_per_s"):
+            for key in ("loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"):
                 if row.get(key) is not None and not (isinstance(row[key], float) and math.isnan(row[key])):
                     self.tb.add_scalar(f"{row['split']}/{key}", row[key], row["step"])
 
@@ -161,11 +236,10 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return w.to(torch.float32)
 
 
-def _init_from(model: nn.Module, cfg: dict[str, Any]) -> None:
-    """Fine-tuning: load the backbone of ``train.init_from``'s best weights, keep the new head fresh."""
+def _init_source(cfg: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
+    """Fine-tuning: (checkpoint dir, which, meta) of ``train.init_from``'s best (else last) weights,
+    checked before any data is read."""
     src_dir = Path(cfg["train"]["init_from"])
-    from jettag.train.config import read_config
-
     src_cfg = read_config(src_dir)
     if src_cfg["model"]["name"] != cfg["model"]["name"]:
         raise ckpt.CheckpointError(
@@ -174,18 +248,100 @@ def _init_from(model: nn.Module, cfg: dict[str, Any]) -> None:
         )
     ck_dir = src_dir / "checkpoints"
     which = "best" if (ck_dir / "best.json").is_file() else "last"
-    meta = ckpt.read_meta(ck_dir, which)
+    return ck_dir, which, ckpt.read_meta(ck_dir, which)
+
+
+def _init_from(model: nn.Module, source: tuple[Path, str, dict[str, Any]]) -> None:
+    """Fine-tuning: load the backbone of the source run's weights, keep the new head fresh."""
+    ck_dir, which, meta = source
     weights = ckpt._load_tensors(ck_dir / f"{which}.safetensors", meta["token"])
     ckpt.load_weights(model, weights, f"{ck_dir / which}.safetensors", skip=(find_head(model),))
 
 
-def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train the run described by ``cfg`` into ``run_dir``; returns a summary (best metrics, speed)."""
+def _holds_files(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        return any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
+    return True
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Make sure a new run starts in a directory without another run's files.
+
+    A directory holding files is refused (``ConfigError``) unless ``overwrite``; then the files a run
+    writes (``RUN_FILES``) are deleted first, and anything else there is refused instead of deleted.
+    Empty folders (e.g. ``checkpoints/`` of a run killed while generating its data) do not count.
+    """
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} exists and is not a directory")
+    used = sorted(p.name for p in run_dir.iterdir() if _holds_files(p))
+    if not used:
+        return
+    if not overwrite:
+        raise ConfigError(f"run directory {run_dir} already holds a run ({', '.join(used)}): continue it "
+                          f"with --resume {run_dir}, replace it with --overwrite (deletes those files), or "
+                          "choose another --run-dir")
+    foreign = [n for n in used if n not in RUN_FILES]
+    if foreign:
+        raise ConfigError(f"run directory {run_dir} holds files that no jettag run writes "
+                          f"({', '.join(foreign)}): --overwrite deletes only a run's own files; choose "
+                          "another --run-dir")
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+def _check_resume(cfg: dict[str, Any], run_dir: Path) -> None:
+    """The ``last`` checkpoint's metadata checked against the config before any data is read."""
+    ck_dir = run_dir / "checkpoints"
+    if not (ck_dir / "last.json").is_file():
+        raise ckpt.CheckpointError(
+            f"{run_dir} has no checkpoint yet (killed before the first save), so there is nothing to "
+            f"resume: start it again with --overwrite (jettag train {cfg.get('recipe', 'RECIPE')} ... "
+            f"--run-dir {run_dir} --overwrite)")
+    meta = ckpt.read_meta(ck_dir, "last", resume=True)
+    if meta["model"] != cfg["model"]["name"]:
+        raise ckpt.CheckpointError(f"{ck_dir / 'last.json'}: checkpoint is for model {meta['model']!r}, "
+                                   f"the config says {cfg['model']['name']!r}")
+    metric = meta.get("best_metric", cfg["train"]["best_metric"])
+    if metric != cfg["train"]["best_metric"]:
+        raise ConfigError(f"train.best_metric={cfg['train']['best_metric']!r}, but {run_dir} chose its best "
+                          f"checkpoint by {metric!r} so far: resume with best_metric={metric}")
+
+
+def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwrite: bool = False
+          ) -> dict[str, Any]:
+    """Train the run described by ``cfg`` into ``run_dir``; returns a summary (best metrics, speed).
+
+    ``resume`` continues the run in ``run_dir`` from its ``last`` checkpoint; otherwise ``run_dir``
+    must not hold another run unless ``overwrite`` (see ``prepare_run_dir``). The config, the run
+    directory, a resume checkpoint and an ``init_from`` source are all checked before any data is
+    read or generated.
+    """
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other")
+    check(cfg)
     t = cfg["train"]
-    info = D.setup(t["device"])
     run_dir = Path(run_dir)
+    if resume:
+        _check_resume(cfg, run_dir)
+    init_source = _init_source(cfg) if t["init_from"] and not resume else None
+    info = D.setup(t["device"])
+    problem = None
     if info.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            if not resume:
+                prepare_run_dir(run_dir, overwrite)
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except ConfigError as err:
+            problem = str(err)
+    problem = D.broadcast_object(problem, info)  # every rank stops, not only rank 0
+    if problem:
+        raise ConfigError(problem)
     if t["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -201,15 +357,14 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
     from jettag.data.loader import BatchLoader
 
     splits, classes = load_splits(cfg, ("train", "val"), path=path)
+    check_class_counts(splits, classes, str(cfg["data"]["path"]))
     cfg["classes"] = classes
     d = cfg["data"]
 
     # ---- model, then its kind of input
-    if t.get("drop_path") is not None:
-        cfg["model"]["overrides"]["drop_path"] = t["drop_path"]
     model = ckpt.build_model_from_config(cfg).to(info.device)
-    if t["init_from"] and not resume:
-        _init_from(model, cfg)
+    if init_source is not None:
+        _init_from(model, init_source)
     kind = get_kind(model.input_kind)
     train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
     val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
@@ -226,15 +381,19 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
     n_params = sum(p.numel() for p in model.parameters())
 
     # ---- resume
-    epoch, batch_pos, step, best, bad_epochs = 0, 0, 0, None, 0
+    epoch, batch_pos, step = 0, 0, 0
+    tracker = BestTracker(t["best_metric"], t["early_stopping"])
     ck_dir = run_dir / "checkpoints"
     if resume:
         meta, state = ckpt.load_checkpoint(ck_dir, "last", model, cfg["model"]["name"], with_state=True)
+        if meta["classes"] != classes:
+            raise ckpt.CheckpointError(f"{ck_dir / 'last.json'}: checkpoint classes {meta['classes']} differ "
+                                       f"from the data's {classes} ({cfg['data']['path']})")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         epoch, batch_pos, step = meta["epoch"], meta["batch"], meta["step"]
-        best, bad_epochs = meta.get("best"), meta.get("bad_epochs", 0)
+        tracker.best, tracker.bad_epochs = meta["best"], meta["bad_epochs"]
     elif info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
@@ -247,13 +406,13 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
         train_model = torch.compile(train_model)
 
     logger = RunLogger(run_dir, info.is_main)
-    higher_better = t["best_metric"] in ("acc", "auc")
 
     def save_last(e: int, b: int) -> None:
         if not info.is_main:
             return
-        meta = {"model": cfg["model"]["name"], "epoch": e, "batch": b, "step": step, "best": best,
-                "bad_epochs": bad_epochs, "classes": classes, "n_params": n_params}
+        meta = {"model": cfg["model"]["name"], "epoch": e, "batch": b, "step": step, "best": tracker.best,
+                "best_metric": tracker.metric, "bad_epochs": tracker.bad_epochs, "classes": classes,
+                "n_params": n_params}
         extra = {"scheduler": scheduler.state_dict(), "rng": ckpt.rng_state()}
         ckpt.save_checkpoint(ck_dir, "last", model, meta, optimizer, extra)
 
@@ -323,29 +482,22 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
             break
         # ---- validation at the end of each epoch
         val = evaluate_tensors(model, val_data, classes, t["eval_batch_size"], info, t["bf16"])
-        logger.log({"epoch": epoch, "step": step, "split": "val", "loss": val["loss"], "acc": val.get("acc"),
-                    "auc": val.get("auc"), "lr": optimizer.param_groups[0]["lr"],
-                    "jets_per_s": epoch_jets / max(elapsed, 1e-9)})
-        score = val.get(t["best_metric"], val["loss"])
-        improved = best is None or (score > best if higher_better else score < best)
-        if improved:
-            best, bad_epochs = score, 0
-            if info.is_main:
-                ckpt.save_checkpoint(ck_dir, "best", model, {
-                    "model": cfg["model"]["name"], "epoch": epoch + 1, "step": step, "classes": classes,
-                    "val": val, "n_params": n_params})
-        else:
-            bad_epochs += 1
+        logger.log({"epoch": epoch, "step": step, "split": "val", **{k: val[k] for k in BEST_METRICS},
+                    "lr": optimizer.param_groups[0]["lr"], "jets_per_s": epoch_jets / max(elapsed, 1e-9)})
+        if tracker.update(val) and info.is_main:
+            ckpt.save_checkpoint(ck_dir, "best", model, {
+                "model": cfg["model"]["name"], "epoch": epoch + 1, "step": step, "classes": classes,
+                "best_metric": tracker.metric, "val": val, "n_params": n_params})
         summary["val"] = val
         epoch, batch_pos = epoch + 1, 0
         save_last(epoch, 0)
         if info.is_main and t["progress"]:
             print(f"epoch {epoch}: val loss {val['loss']:.4f} acc {val.get('acc', float('nan')):.4f} "
                   f"auc {val.get('auc', float('nan')):.4f} ({epoch_jets / max(elapsed, 1e-9):.0f} jets/s)")
-        if t["early_stopping"] and bad_epochs >= t["early_stopping"]:
+        if tracker.stop:
             break
     logger.close()
-    summary.update(step=step, epoch=epoch, best=best,
+    summary.update(step=step, epoch=epoch, best=tracker.best, best_metric=tracker.metric,
                    jets_per_s=jets_seen / train_time if train_time > 0 else float("nan"))
     D.barrier(info)
     return summary
