@@ -49,7 +49,9 @@ def shuffled(jets: ak.Array, seed: int) -> ak.Array:
     return ak.zip({f: (jets[f][perm] if jets[f].ndim == 2 else jets[f]) for f in jets.fields}, depth_limit=1)
 
 
-def write_toplandscape(path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None) -> None:
+def write_toplandscape(
+    path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None, fmt: str = "table"
+) -> None:
     cols = {}
     for prefix, field in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
         arr = padded(jets, field, N_TOP_SLOTS)
@@ -65,7 +67,7 @@ def write_toplandscape(path, jets: ak.Array, nan_at=None, negative_at=None, drop
     df = pd.DataFrame(cols)
     if drop_column:
         df = df.drop(columns=[drop_column])
-    df.to_hdf(path, key="table", format="table", mode="w")
+    df.to_hdf(path, key="table", format=fmt, mode="w")
 
 
 def write_energyflow(path, jets: ak.Array, pid_override=None) -> None:
@@ -229,6 +231,16 @@ def test_toplandscape_round_trip(samples):
     assert formats.dataset_classes(path) == ["QCD", "Top"]
     # no stored jet: the jet is the constituent sum
     np.testing.assert_allclose(ak.to_numpy(got["jet_pt"]), ak.to_numpy(want["jet_pt"]), rtol=1e-5)
+
+
+def test_toplandscape_fixed_format(samples, tmp_path):
+    """pandas' default ``format="fixed"`` (block arrays instead of one table) reads the same jets."""
+    path, want = samples["toplandscape_h5"]
+    write_toplandscape(tmp_path / "fixed.h5", want, fmt="fixed")
+    assert formats.detect_format(tmp_path / "fixed.h5") == "toplandscape_h5"
+    assert formats.num_jets(tmp_path / "fixed.h5") == len(want)
+    got = formats.read_jets(tmp_path / "fixed.h5", chunk_size=7)
+    assert ak.to_list(got) == ak.to_list(formats.read_jets(path))
 
 
 def test_energyflow_round_trip(samples):

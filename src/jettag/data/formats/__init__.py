@@ -35,9 +35,11 @@ Design choices worth knowing:
 - Detection reads the file's magic bytes and then its schema/keys, never trusts the extension,
   so a renamed or extension-less file still works and a wrong file fails with a message saying
   what was found.
-- Every reader is chunked and never loads a whole file: parquet row batches, ``HDFStore.select``
-  with ``start/stop``, ``TTree.iterate(step_size=...)`` and, for npz, a streaming read of the
-  ``.npy`` member inside the zip (``np.load`` would decompress all of ``X`` at once).
+- No reader unpickles anything (``docs/security.md``): the pandas HDF5 is read with h5py, not
+  PyTables, whose attribute reads unpickle.
+- Every reader is chunked and never loads a whole file: parquet row batches, h5py row slices,
+  ``TTree.iterate(step_size=...)`` and, for npz, a streaming read of the ``.npy`` member inside
+  the zip (``np.load`` would decompress all of ``X`` at once).
 - Where a file stores the jet 4-vector (JetClass ``jet_pt/eta/phi/energy``, weaver parquet) it is
   kept, because the reference feature definitions (``part_logptrel`` ...) use the stored jet;
   otherwise the jet is the constituent sum.
@@ -81,7 +83,9 @@ from jettag.data.formats.parquet import (
     _WeaverParquetReader,
 )
 from jettag.data.formats.toplandscape import (
+    TOPLANDSCAPE_KEY,
     _TopLandscapeReader,
+    read_layout,
 )
 from jettag.data.store import DropReport, JetDataError
 
@@ -146,15 +150,17 @@ def _describe_parquet(path: Path) -> str:
 
 
 def _describe_hdf5(path: Path) -> str:
-    import pandas as pd
-
+    # h5py, not pandas: PyTables would unpickle attributes (see toplandscape.py)
     try:
-        with pd.HDFStore(path, mode="r") as h5:
-            keys = h5.keys()
-            columns = list(h5.select("table", start=0, stop=0).columns) if "/table" in keys else []
-    except Exception as err:
-        raise UnknownFormatError(f"{path}: HDF5 file that pandas cannot read as a table ({err})") from err
-    if {"E_0", "PX_0", "PY_0", "PZ_0", "is_signal_new"} <= set(map(str, columns)):
+        keys, frame = read_layout(path, TOPLANDSCAPE_KEY)
+        columns = frame.columns
+    except UnknownFormatError:
+        raise
+    except JetDataError as err:
+        raise UnknownFormatError(
+            f"{err} (the only HDF5 layout read is TopLandscape: a pandas DataFrame under key 'table')"
+        ) from None
+    if {"E_0", "PX_0", "PY_0", "PZ_0", "is_signal_new"} <= set(columns):
         return "toplandscape_h5"
     raise UnknownFormatError(
         f"{path}: HDF5 file of unknown layout: expected key 'table' with columns E_i, PX_i, PY_i, PZ_i, "
