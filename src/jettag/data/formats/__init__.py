@@ -21,7 +21,10 @@ Supported layouts (``../shared/reference/datasets.md`` has the full description)
     real where its energy is positive), ``is_signal_new`` -> classes ``["QCD", "Top"]``.
 ``energyflow_npz``
     ``X`` (N, M, 4) = (pT, rapidity, phi, PDG id) zero padded, ``y`` (1 quark, 0 gluon) ->
-    classes ``["gluon", "quark"]``. Masses and charges come from the PDG id (table below).
+    classes ``["gluon", "quark"]``. Charges come from the PDG id (table below). The 4-vectors
+    follow ``qg_convention``: ``"part"`` (default, what ParT's converter and so the published
+    numbers used: rapidity taken as eta, massless) or ``"pdg"`` (rapidity with the PDG mass);
+    see ``energyflow.py`` and ``docs/formats.md``.
 ``jetclass_root``
     ROOT TTree (or RNTuple) ``tree`` with the JetClass branches; one-hot ``label_*`` in the order
     of :data:`JETCLASS_CLASSES`. JetClass stores particle-id flags, not PDG ids; a representative
@@ -73,6 +76,7 @@ from jettag.data.formats.common import (
     pid_from_flags,
 )
 from jettag.data.formats.energyflow import (
+    QG_CONVENTIONS,
     _EnergyFlowReader,
 )
 from jettag.data.formats.jetclass import (
@@ -95,6 +99,7 @@ __all__ = [
     "FORMATS",
     "JETCLASS_CLASSES",
     "PDG_TABLE",
+    "QG_CONVENTIONS",
     "TOPLANDSCAPE_CLASSES",
     "UnknownFormatError",
     "charge_from_pid",
@@ -117,12 +122,22 @@ _READERS: dict[str, _Reader] = {
         "toplandscape_h5",
         {"part_px": "PX_*", "part_py": "PY_*", "part_pz": "PZ_*", "part_energy": "E_*"},
     ),
-    "energyflow_npz": _EnergyFlowReader(
-        "energyflow_npz",
-        {f: "X[..., 0:3] = (pT, y, phi) and the PDG-id mass" for f in store.MOMENTUM_FIELDS},
-    ),
     "jetclass_root": _JetClassReader("jetclass_root", _MOMENTA_ORIGIN),
 }
+_QG_ORIGIN = {
+    "part": "X[..., 0:3] = (pT, y taken as eta, phi), massless",
+    "pdg": "X[..., 0:3] = (pT, y, phi) and the PDG-id mass",
+}
+_QG_READERS = {
+    c: _EnergyFlowReader("energyflow_npz", dict.fromkeys(store.MOMENTUM_FIELDS, _QG_ORIGIN[c]), convention=c)
+    for c in QG_CONVENTIONS
+}
+_READERS["energyflow_npz"] = _QG_READERS["part"]
+
+
+def _reader(fmt: str, qg_convention: str = "part") -> _Reader:
+    """The reader of a layout; EnergyFlow files are read in the chosen quark/gluon convention."""
+    return _QG_READERS[qg_convention] if fmt == "energyflow_npz" else _READERS[fmt]
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +312,7 @@ def iter_jets(
     *,
     max_jets: int | None = None,
     report: DropReport | None = None,
+    qg_convention: str = "part",
 ) -> Iterator[ak.Array]:
     """Canonical jets of a dataset of any supported layout, in chunks of at most ``chunk_size``.
 
@@ -306,6 +322,8 @@ def iter_jets(
         drop_invalid: drop jets with NaN/inf momenta or no constituents instead of raising.
         max_jets: read at most this many jets in total (before dropping), then stop.
         report: if given, accumulates what was kept and dropped (``DropReport``), per file.
+        qg_convention: how EnergyFlow quark/gluon rows become 4-vectors: ``"part"`` (rapidity
+            taken as eta, massless: ParT's published setup) or ``"pdg"`` (rapidity, PDG masses).
 
     Raises:
         JetDataError naming the file, the field and the row (0-based, in that file) of the first
@@ -313,13 +331,15 @@ def iter_jets(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if qg_convention not in QG_CONVENTIONS:
+        raise ValueError(f"qg_convention must be one of {QG_CONVENTIONS}, got {qg_convention!r}")
     files = resolve_dataset(paths)
     remaining = max_jets
     for path in files:
         if remaining is not None and remaining <= 0:
             return
         fmt = detect_format(path)
-        reader = _READERS[fmt]
+        reader = _reader(fmt, qg_convention)
         n_classes = len(reader.classes(path))
         read_here = 0
         for offset, jets in reader.chunks(path, chunk_size, remaining):
