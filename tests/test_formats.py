@@ -53,16 +53,17 @@ def shuffled(jets: ak.Array, seed: int) -> ak.Array:
 
 
 def write_toplandscape(
-    path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None, fmt: str = "table"
+    path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None, fmt: str = "table",
+    n_slots: int = N_TOP_SLOTS,
 ) -> None:
     cols = {}
     for prefix, field in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        arr = padded(jets, field, N_TOP_SLOTS)
+        arr = padded(jets, field, n_slots)
         if nan_at is not None and prefix == "PX":
             arr[nan_at] = np.nan
         if negative_at is not None and prefix == "E":
             arr[negative_at] = -1.0
-        for i in range(N_TOP_SLOTS):
+        for i in range(n_slots):
             cols[f"{prefix}_{i}"] = arr[:, i]
     cols["truthE"] = np.zeros(len(jets))
     cols["ttv"] = np.zeros(len(jets))

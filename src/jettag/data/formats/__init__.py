@@ -73,7 +73,9 @@ from jettag.data.formats.common import (
     _first_row,
     _Reader,
     charge_from_pid,
+    error_text,
     pid_from_flags,
+    reading,
 )
 from jettag.data.formats.energyflow import (
     QG_CONVENTIONS,
@@ -150,7 +152,9 @@ def _describe_parquet(path: Path) -> str:
     try:
         schema = pq.read_schema(path)
     except Exception as err:
-        raise JetDataError(f"{path}: starts like parquet but its schema cannot be read: {err}") from err
+        raise JetDataError(
+            f"{path}: starts like parquet but its schema cannot be read: {error_text(err)}"
+        ) from err
     if (schema.metadata or {}).get(store.METADATA_KEY) is not None:
         return "jettag"
     names = schema.names
@@ -188,7 +192,9 @@ def _describe_zip(path: Path) -> str:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except zipfile.BadZipFile as err:
-        raise UnknownFormatError(f"{path}: looks like a zip/npz archive but cannot be opened: {err}") from err
+        raise UnknownFormatError(
+            f"{path}: looks like a zip/npz archive but cannot be opened: {error_text(err)}"
+        ) from err
     if {"X.npy", "y.npy"} <= set(names):
         return "energyflow_npz"
     raise UnknownFormatError(
@@ -213,7 +219,7 @@ def _describe_root(path: Path) -> str:
     except UnknownFormatError:
         raise
     except Exception as err:
-        raise UnknownFormatError(f"{path}: ROOT file that uproot cannot read ({err})") from err
+        raise UnknownFormatError(f"{path}: ROOT file that uproot cannot read ({error_text(err)})") from err
     raise UnknownFormatError(
         f"{path}: ROOT file without a tree 'tree' (JetClass layout); found {sorted(names)}"
     )
@@ -239,14 +245,12 @@ def detect_format(path: str | os.PathLike) -> str:
                 break
             fh.seek(userblock)
             hdf5 = fh.read(8) == _HDF5_SIGNATURE
-    if head[:4] == b"PAR1":
-        return _describe_parquet(path)
-    if hdf5:
-        return _describe_hdf5(path)
-    if head[:4] == b"PK\x03\x04":
-        return _describe_zip(path)
-    if head[:4] == b"root":
-        return _describe_root(path)
+    describe_layout = {b"PAR1": _describe_parquet, b"PK\x03\x04": _describe_zip, b"root": _describe_root}.get(
+        head[:4], _describe_hdf5 if hdf5 else None
+    )
+    if describe_layout is not None:
+        with reading(path, "read its layout"):
+            return describe_layout(path)
     raise UnknownFormatError(
         f"{path}: unknown layout: content starts with {head!r}, which is none of parquet (b'PAR1'), "
         f"HDF5, npz (zip) or ROOT (b'root'); supported layouts: {', '.join(FORMATS)}"
@@ -261,13 +265,17 @@ def resolve_dataset(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 def num_jets(path: str | os.PathLike) -> int:
     """Number of jets (rows) stored in one file, read from its header/metadata only."""
     path = Path(path)
-    return _READERS[detect_format(path)].num_jets(path)
+    reader = _READERS[detect_format(path)]
+    with reading(path, "read the number of jets"):
+        return reader.num_jets(path)
 
 
 def file_classes(path: str | os.PathLike) -> list[str]:
     """The ordered class names of one file."""
     path = Path(path)
-    return _READERS[detect_format(path)].classes(path)
+    reader = _READERS[detect_format(path)]
+    with reading(path, "read the class names"):
+        return _checked_classes(path, reader.classes(path))
 
 
 def dataset_classes(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -340,16 +348,17 @@ def iter_jets(
             return
         fmt = detect_format(path)
         reader = _reader(fmt, qg_convention)
-        n_classes = len(reader.classes(path))
+        n_classes = len(file_classes(path))
         read_here = 0
-        for offset, jets in reader.chunks(path, chunk_size, remaining):
-            try:
-                valid, rep = store.validate_jets(
-                    jets, str(path), drop_invalid=drop_invalid, row_offset=offset
-                )
-            except JetDataError as err:
-                raise JetDataError(_with_origin(str(err), reader.origin)) from None
-            _check_labels(jets, n_classes, str(path), offset)
+        for offset, jets in _guarded(path, fmt, reader.chunks(path, chunk_size, remaining)):
+            with reading(path, f"validate the jets read as {fmt}"):  # e.g. a field of strings
+                try:
+                    valid, rep = store.validate_jets(
+                        jets, str(path), drop_invalid=drop_invalid, row_offset=offset
+                    )
+                except JetDataError as err:
+                    raise JetDataError(_with_origin(str(err), reader.origin)) from None
+                _check_labels(jets, n_classes, str(path), offset)
             read_here = offset + len(jets)
             if report is not None:
                 report += rep
@@ -358,6 +367,29 @@ def iter_jets(
             yield valid
         if remaining is not None:
             remaining -= read_here
+
+
+def _guarded(
+    path: Path, fmt: str, chunks: Iterator[tuple[int, ak.Array]]
+) -> Iterator[tuple[int, ak.Array]]:
+    """A reader's chunks, with whatever a corrupt file makes the reader raise turned into a
+    ``JetDataError`` naming the file (the consumer's own code runs outside this guard)."""
+    with reading(path, f"read it as {fmt}"):
+        yield from chunks
+
+
+def _checked_classes(path: Path, classes: Any) -> list[str]:
+    """Class names as a non-empty list of distinct strings (store metadata is JSON from the file)."""
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise JetDataError(
+            f"{path}: class names must be a non-empty list of distinct strings, found {classes!r:.200}"
+        )
+    return classes
 
 
 def _with_origin(message: str, origin: dict[str, str]) -> str:
@@ -379,12 +411,13 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     fmt = detect_format(path)
     reader = _READERS[fmt]
-    out: dict[str, Any] = {
-        "path": str(path),
-        "format": fmt,
-        "classes": reader.classes(path),
-        "jets": reader.num_jets(path),
-    }
-    if fmt == "jettag":
-        out["metadata"] = store.read_metadata(path)
+    with reading(path, "read its header"):
+        out: dict[str, Any] = {
+            "path": str(path),
+            "format": fmt,
+            "classes": _checked_classes(path, reader.classes(path)),
+            "jets": reader.num_jets(path),
+        }
+        if fmt == "jettag":
+            out["metadata"] = store.read_metadata(path)
     return out

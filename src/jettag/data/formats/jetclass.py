@@ -21,6 +21,7 @@ from jettag.data.formats.common import (
     _one_hot_to_label,
     _pid_from_jagged_flags,
     _Reader,
+    error_text,
 )
 from jettag.data.store import JetDataError
 
@@ -35,7 +36,7 @@ class _JetClassReader(_Reader):
         try:
             f = uproot.open(path)
         except Exception as err:  # uproot raises a variety of types for corrupt files
-            raise JetDataError(f"{path}: cannot open as ROOT file: {err}") from err
+            raise JetDataError(f"{path}: cannot open as ROOT file: {error_text(err)}") from err
         names = {k.split(";")[0] for k in f.keys(recursive=False)}
         if self.TREE not in names:
             f.close()

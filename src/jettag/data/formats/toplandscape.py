@@ -43,6 +43,7 @@ from jettag.data.formats.common import (
     _binary_label,
     _padded_to_jagged,
     _Reader,
+    error_text,
 )
 from jettag.data.store import JetDataError
 
@@ -186,7 +187,7 @@ def _read_table_format(path: Path, key: str, group: Any) -> PandasFrame:
             except Exception as err:
                 raise JetDataError(
                     f"{path}: column names of {key}/table field {field!r} are not a plain pickled list "
-                    f"of strings ({err}); refusing to unpickle anything else"
+                    f"of strings ({error_text(err)}); refusing to unpickle anything else"
                 ) from None
             if not isinstance(names, list) or not all(isinstance(n, str | int) for n in names):
                 raise JetDataError(
@@ -271,7 +272,7 @@ def open_hdf5(path: Path) -> Any:
     try:
         return h5py.File(path, "r", locking=False)
     except Exception as err:  # h5py raises OSError for most corruption, others for a few
-        raise JetDataError(f"{path}: cannot open as HDF5: {err}") from None
+        raise JetDataError(f"{path}: cannot open as HDF5: {error_text(err)}") from None
 
 
 def read_layout(path: Path, key: str = TOPLANDSCAPE_KEY) -> tuple[list[str], PandasFrame]:
@@ -283,7 +284,7 @@ def read_layout(path: Path, key: str = TOPLANDSCAPE_KEY) -> tuple[list[str], Pan
         except JetDataError:
             raise
         except Exception as err:  # a corrupt header can make h5py raise OSError, KeyError, ...
-            raise JetDataError(f"{path}: corrupt HDF5 structure: {type(err).__name__}: {err}") from None
+            raise JetDataError(f"{path}: corrupt HDF5 structure: {error_text(err)}") from None
 
 
 class _TopLandscapeReader(_Reader):
@@ -332,7 +333,7 @@ class _TopLandscapeReader(_Reader):
                 except Exception as err:  # corrupt chunk data: h5py raises OSError and others
                     raise JetDataError(
                         f"{path}: cannot read rows {start}-{stop_here - 1} of key {self.KEY!r}: "
-                        f"{type(err).__name__}: {err}"
+                        f"{error_text(err)}"
                     ) from None
                 arrays = {p: np.stack([data[c] for c in names], axis=1).astype(np.float64)
                           for p, names in cols.items()}  # fmt: skip

@@ -1,0 +1,144 @@
+"""Fuzzed readers: corrupted files of every layout are refused with a ``JetDataError`` naming the
+file, or read to jets that pass validation -- never a hang, a crash, another exception type, or a
+jet with NaN/inf momenta, a negative energy or a label outside the classes.
+
+Each layout gets one small original file, written by the layout's own writer, and a seeded set of
+mutations: truncations, random byte flips, size fields (the number of jets as it appears in the
+bytes) replaced by huge values, and rewrites with wrong dtypes. Everything runs in-process on
+files of a few kB; ``faulthandler`` ends the run with a traceback if one case hangs.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import uproot
+from jetfactory import random_jets
+from test_formats import write_energyflow, write_jetclass, write_toplandscape, write_weaver
+
+from jettag.data import formats, store
+from jettag.data.store import JetDataError
+
+N_JETS = 7
+N_MUTATIONS = int(__import__("os").environ.get("JETTAG_FUZZ_N", 40))
+CASE_TIMEOUT_S = 60  # one read of a few-kB file takes milliseconds; a minute means a hang
+
+
+def _write_store(path: Path, jets: ak.Array) -> None:
+    store.write_store(path, jets, ["QCD", "Top"], source="fuzz")
+
+
+def _write_top(path: Path, jets: ak.Array) -> None:
+    write_toplandscape(path, jets, n_slots=10)
+
+
+LAYOUTS: dict[str, tuple[Callable[[Path, ak.Array], None], dict]] = {
+    "toplandscape_h5": (_write_top, {}),
+    "toplandscape_fixed_h5": (lambda p, j: write_toplandscape(p, j, n_slots=10, fmt="fixed"), {}),
+    "energyflow_npz": (write_energyflow, {}),
+    "jetclass_root": (lambda p, j: write_jetclass(p, j), {"n_classes": 10, "with_impact": True}),
+    "weaver_parquet": (lambda p, j: write_weaver(p, j, onehot=True, n_classes=3), {"n_classes": 3}),
+    "jettag_store": (_write_store, {}),
+}
+
+
+def check_outcome(path: Path, n_classes: int, what: str) -> ak.Array | None:
+    """Read ``path`` as jettag does: None if refused, else the jets, after checking the contract."""
+    faulthandler.dump_traceback_later(CASE_TIMEOUT_S, exit=True)
+    try:
+        described = formats.describe(path)
+        jets = formats.read_jets(path, chunk_size=4)
+        classes = described["classes"]
+        assert described["jets"] == len(jets), f"{what}: header says {described['jets']} jets, read {len(jets)}"
+    except JetDataError as err:
+        message = str(err)
+        assert str(path) in message, f"{what}: error does not name the file: {message}"
+        assert "\n" not in message, f"{what}: error is not one line: {message!r}"
+        return None
+    except Exception as err:  # anything else leaking out of a reader is a bug
+        raise AssertionError(f"{what}: {type(err).__name__} leaked: {err}") from err
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    # a read that succeeds must give jets that validation accepts and labels within the classes
+    assert len(classes) >= 1
+    for f in jets.fields:
+        values = ak.to_numpy(ak.flatten(jets[f], axis=None)) if jets[f].ndim > 1 else ak.to_numpy(jets[f])
+        assert np.isfinite(values.astype(np.float64)).all(), f"{what}: non-finite {f} read silently"
+    assert (ak.to_numpy(ak.flatten(jets["part_energy"])) >= 0).all(), f"{what}: negative energy read"
+    assert (ak.to_numpy(ak.num(jets["part_px"], axis=1)) > 0).all(), f"{what}: empty jet read"
+    label = ak.to_numpy(jets["label"])
+    assert ((label >= 0) & (label < max(n_classes, len(classes)))).all(), f"{what}: label out of range"
+    return jets
+
+
+def _size_patterns(n: int) -> list[tuple[bytes, bytes]]:
+    """(how the number of jets may appear in the bytes, a huge value of the same width)."""
+    out = []
+    for fmt, huge in (("<Q", 2**40 + 3), (">Q", 2**40 + 3), ("<I", 2**31 - 1), (">I", 2**31 - 1)):
+        out.append((struct.pack(fmt, n), struct.pack(fmt, huge)))
+    out.append((f"({n},".encode(), b"(99999999999,"))  # the .npy header of X and y
+    return out
+
+
+def mutations(data: bytes, seed: int, n: int) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, bytes]] = [("unchanged", data)]
+    for cut in np.unique(rng.integers(0, len(data), size=n // 4)):
+        out.append((f"truncated at {cut}", data[:cut]))
+    for k in range(n // 2):
+        buf = bytearray(data)
+        for pos in rng.integers(0, len(buf), size=int(rng.integers(1, 9))):
+            buf[pos] ^= int(rng.integers(1, 256))
+        out.append((f"byte flips #{k}", bytes(buf)))
+    for old, new in _size_patterns(N_JETS):
+        start = 0
+        while (pos := data.find(old, start)) >= 0:
+            out.append((f"size {old!r} at {pos} -> {new!r}", data[:pos] + new + data[pos + len(old) :]))
+            start = pos + 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory) -> dict[str, tuple[Path, ak.Array, int]]:
+    d = tmp_path_factory.mktemp("fuzz")
+    out = {}
+    for k, (name, (write, opts)) in enumerate(LAYOUTS.items()):
+        jets = random_jets(N_JETS, seed=90 + k, max_len=10, **opts)
+        path = d / f"original.{name.rsplit('_', 1)[1].replace('store', 'parquet')}"
+        path = path.with_name(f"{name}{path.suffix}")
+        write(path, jets)
+        out[name] = (path, jets, opts.get("n_classes", 2))
+    return out
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_fuzzed_file(originals, tmp_path, layout):
+    path, jets, n_classes = originals[layout]
+    data = path.read_bytes()
+    original = ak.to_list(formats.read_jets(path))
+    assert len(original) == len(jets)
+    outcomes: dict[str, int] = {}
+    for k, (what, mutated) in enumerate(mutations(data, seed=zlib.crc32(layout.encode()), n=N_MUTATIONS)):
+        case = tmp_path / f"case{k}"
+        case.write_bytes(mutated)
+        got = check_outcome(case, n_classes, f"{layout} {what}")
+        if got is None:
+            result = "refused"
+        else:
+            result = "read, same jets" if ak.to_list(got) == original else "read, changed"
+        outcomes[result] = outcomes.get(result, 0) + 1
+        case.unlink()
+    print(layout, outcomes)
+    assert outcomes.get("refused", 0) > 0 and outcomes.get("read, same jets", 0) > 0, outcomes
