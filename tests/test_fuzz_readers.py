@@ -103,10 +103,13 @@ def mutations(data: bytes, seed: int, n: int) -> list[tuple[str, bytes]]:
             buf[pos] ^= int(rng.integers(1, 256))
         out.append((f"byte flips #{k}", bytes(buf)))
     for old, new in _size_patterns(N_JETS):
+        found = []
         start = 0
         while (pos := data.find(old, start)) >= 0:
-            out.append((f"size {old!r} at {pos} -> {new!r}", data[:pos] + new + data[pos + len(old) :]))
+            found.append(pos)
             start = pos + 1
+        for pos in rng.permutation(found)[: max(2, n // 20)]:  # a sample of the places it appears
+            out.append((f"size {old!r} at {pos} -> {new!r}", data[:pos] + new + data[pos + len(old) :]))
     return out
 
 
