@@ -11,9 +11,8 @@ files of a few kB; ``faulthandler`` ends the run with a traceback if one case ha
 from __future__ import annotations
 
 import faulthandler
-import io
+import os
 import struct
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import awkward as ak
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import uproot
@@ -32,7 +32,19 @@ from jettag.data import formats, store
 from jettag.data.store import JetDataError
 
 N_JETS = 7
-N_MUTATIONS = int(__import__("os").environ.get("JETTAG_FUZZ_N", 40))
+# Mutations per layout, sized for the suite's time budget: a mutation that still reads costs a full
+# read (~20 ms for HDF5, ~100 ms for ROOT through uproot), while npz and parquet refuse most
+# mutations within a millisecond (zip CRC, parquet page structure). JETTAG_FUZZ_SCALE=10 runs a
+# deeper search by hand.
+_SCALE = float(os.environ.get("JETTAG_FUZZ_SCALE", 1))
+N_MUTATIONS = {
+    "toplandscape_h5": 80,
+    "toplandscape_fixed_h5": 60,
+    "energyflow_npz": 300,
+    "jetclass_root": 24,
+    "weaver_parquet": 300,
+    "jettag_store": 300,
+}
 CASE_TIMEOUT_S = 60  # one read of a few-kB file takes milliseconds; a minute means a hang
 
 
@@ -61,7 +73,7 @@ def check_outcome(path: Path, n_classes: int, what: str) -> ak.Array | None:
         described = formats.describe(path)
         jets = formats.read_jets(path, chunk_size=4)
         classes = described["classes"]
-        assert described["jets"] == len(jets), f"{what}: header says {described['jets']} jets, read {len(jets)}"
+        assert described["jets"] == len(jets), f"{what}: header says {described['jets']}, read {len(jets)}"
     except JetDataError as err:
         message = str(err)
         assert str(path) in message, f"{what}: error does not name the file: {message}"
@@ -133,7 +145,8 @@ def test_fuzzed_file(originals, tmp_path, layout):
     original = ak.to_list(formats.read_jets(path))
     assert len(original) == len(jets)
     outcomes: dict[str, int] = {}
-    for k, (what, mutated) in enumerate(mutations(data, seed=zlib.crc32(layout.encode()), n=N_MUTATIONS)):
+    n = int(_SCALE * N_MUTATIONS[layout])
+    for k, (what, mutated) in enumerate(mutations(data, seed=zlib.crc32(layout.encode()), n=n)):
         case = tmp_path / f"case{k}"
         case.write_bytes(mutated)
         got = check_outcome(case, n_classes, f"{layout} {what}")
@@ -145,3 +158,93 @@ def test_fuzzed_file(originals, tmp_path, layout):
         case.unlink()
     print(layout, outcomes)
     assert outcomes.get("refused", 0) > 0 and outcomes.get("read, same jets", 0) > 0, outcomes
+
+
+# ------------------------------------------------------------------------------------------
+# wrong dtypes: each layout rewritten by its own writer with a field of the wrong kind
+
+
+def _npz(path: Path, **arrays) -> None:
+    with open(path, "wb") as fh:  # np.savez would append ".npz" to a suffix-less name
+        np.savez(fh, **arrays)
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _wrong_dtype_cases(originals) -> list[tuple[str, str, Callable[[Path], None]]]:
+    top = originals["toplandscape_h5"][0]
+    qg = originals["energyflow_npz"][0]
+    wv = originals["weaver_parquet"][0]
+    st = originals["jettag_store"][0]
+    jc = originals["jetclass_root"][0]
+
+    def top_case(fmt: str, column: str, values):
+        def write(path: Path) -> None:
+            df = pd.read_hdf(top, key="table")  # our own, trusted original
+            df[column] = values(df[column])
+            df.to_hdf(path, key="table", format=fmt, mode="w")
+
+        return write
+
+    def npz_case(**change):
+        def write(path: Path) -> None:
+            arrays = _npz_arrays(qg)
+            arrays.update({k: f(arrays[k]) for k, f in change.items()})
+            _npz(path, **arrays)
+
+        return write
+
+    def parquet_case(source: Path, column: str, values):
+        def write(path: Path) -> None:
+            table = pq.read_table(source)
+            i = table.schema.get_field_index(column)
+            table = table.set_column(i, column, values(table.column(column)))
+            pq.write_table(table.replace_schema_metadata(table.schema.metadata), path)
+
+        return write
+
+    def root_case(branch: str, values):
+        def write(path: Path) -> None:
+            with uproot.open(jc) as f:
+                data = f["tree"].arrays(library="ak")
+            data = {k: data[k] for k in data.fields if not k.startswith("npart")}
+            data[branch] = values(data[branch])
+            with uproot.recreate(path) as f:
+                f["tree"] = data
+
+        return write
+
+    full = lambda c, v, t: pa.array(np.full(len(c), v, t))  # noqa: E731
+    as_text = lambda c: pc.cast(c, pa.list_(pa.string())) if pa.types.is_list(c.type) else c  # noqa: E731
+    return [
+        ("toplandscape_h5", "text column", top_case("table", "E_3", lambda v: v.astype(str))),
+        ("toplandscape_h5", "pickled object column", top_case("fixed", "PX_0", lambda v: v.astype(object))),
+        ("toplandscape_h5", "fractional label", top_case("table", "is_signal_new", lambda v: v * 0.5)),
+        ("toplandscape_h5", "huge energies", top_case("fixed", "E_0", lambda v: v * 1e300)),
+        ("energyflow_npz", "complex X", npz_case(X=lambda x: x.astype(np.complex128))),
+        ("energyflow_npz", "text X", npz_case(X=lambda x: x.astype("U8"))),
+        ("energyflow_npz", "3 features", npz_case(X=lambda x: x[..., :3])),
+        ("energyflow_npz", "int8 X", npz_case(X=lambda x: x.astype(np.int8))),
+        ("energyflow_npz", "fractional y", npz_case(y=lambda y: y * 0.5 + 0.25)),
+        ("energyflow_npz", "2D y", npz_case(y=lambda y: y[:, None])),
+        ("weaver_parquet", "text momenta", parquet_case(wv, "part_px", as_text)),
+        ("weaver_parquet", "flat px", parquet_case(wv, "part_px", lambda c: pc.list_flatten(c)[:len(c)])),
+        ("weaver_parquet", "text label", parquet_case(wv, "label_c0", lambda c: c.cast(pa.string()))),
+        ("jettag_store", "text momenta", parquet_case(st, "part_energy", as_text)),
+        ("jettag_store", "NaN jet pT", parquet_case(st, "jet_pt", lambda c: full(c, np.nan, np.float32))),
+        ("jettag_store", "negative label", parquet_case(st, "label", lambda c: full(c, -1, np.int32))),
+        ("jetclass_root", "int momenta", root_case("part_px", lambda a: ak.values_astype(a * 100, np.int32))),
+        ("jetclass_root", "fractional one-hot", root_case("label_QCD", lambda a: a * 0.5)),
+        ("jetclass_root", "NaN stored jet", root_case("jet_pt", lambda a: a * np.nan)),
+    ]
+
+
+def test_wrong_dtypes(originals, tmp_path):
+    cases = _wrong_dtype_cases(originals)
+    for k, (layout, what, write) in enumerate(cases):
+        path = tmp_path / f"dtype{k}"
+        write(path)
+        check_outcome(path, originals[layout][2], f"{layout} {what}")

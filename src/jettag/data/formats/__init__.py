@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import numpy as np
 
 from jettag.data import store
 from jettag.data.formats.common import (
@@ -313,6 +314,23 @@ def _check_labels(jets: ak.Array, n_classes: int, source: str, row_offset: int) 
         )
 
 
+def _check_jet_fields(jets: ak.Array, source: str, row_offset: int, rows_exact: bool) -> None:
+    """Per-jet numbers (the stored or summed jet 4-vector) must be finite: a NaN ``jet_pt`` read
+    from a file's stored jet would otherwise reach the features silently."""
+    for f in jets.fields:
+        if jets[f].ndim != 1 or f == "label":
+            continue
+        values = ak.to_numpy(jets[f])
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            row = _first_row(~np.isfinite(values))
+            where = (
+                f"row {row + row_offset}" if rows_exact else f"kept jet {row} of the rows from {row_offset}"
+            )
+            raise JetDataError(
+                f"{source}: field {f!r} is {values[row]} at {where}; jet fields must be finite"
+            )
+
+
 def iter_jets(
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     chunk_size: int = 100_000,
@@ -359,6 +377,7 @@ def iter_jets(
                 except JetDataError as err:
                     raise JetDataError(_with_origin(str(err), reader.origin)) from None
                 _check_labels(jets, n_classes, str(path), offset)
+                _check_jet_fields(valid, str(path), offset, rep.dropped == 0)
             read_here = offset + len(jets)
             if report is not None:
                 report += rep
