@@ -42,7 +42,7 @@ N_MUTATIONS = {
     "toplandscape_fixed_h5": 60,
     "energyflow_npz": 300,
     "jetclass_root": 24,
-    "weaver_parquet": 300,
+    "weaver_parquet": 150,
     "jettag_store": 300,
 }
 CASE_TIMEOUT_S = 60  # one read of a few-kB file takes milliseconds; a minute means a hang
