@@ -11,7 +11,7 @@ Two conventions turn a file row (pT, rapidity y, phi, PDG id) into a 4-vector (`
     The physically exact reading: the column is rapidity and the mass is the PDG mass of the
     particle id (``PDG_TABLE``), so ``E = mT cosh y`` reproduces the file's rapidity and
     ``E^2 - p^2`` is the PDG mass squared. Soft hadrons then differ from the ``part`` reading
-    (for a 1 GeV pion at y = 1, eta - y is about 0.01).
+    (for a 1 GeV pion at y = 1, eta - y is about 0.007).
 
 Charges (and the PDG id kept on each constituent) come from the PDG id in both conventions.
 """
