@@ -248,3 +248,28 @@ def test_wrong_dtypes(originals, tmp_path):
         path = tmp_path / f"dtype{k}"
         write(path)
         check_outcome(path, originals[layout][2], f"{layout} {what}")
+
+
+
+@pytest.mark.parametrize("fmt", ["table", "fixed"])
+def test_hdf5_declared_rows_must_be_stored(tmp_path, fmt):
+    """An HDF5 size field raised to 2^40 rows: refused before reading, even with drop_invalid
+    (a chunked table would read back fill values, i.e. empty jets, and dropping them would never
+    end); the fixed format's contiguous arrays are refused by their block checks."""
+    write_toplandscape(tmp_path / "top.h5", random_jets(N_JETS, seed=97, max_len=6), n_slots=6, fmt=fmt)
+    data = (tmp_path / "top.h5").read_bytes()
+    declared = []
+    start = 0
+    while (pos := data.find(struct.pack("<Q", N_JETS), start)) >= 0:
+        start = pos + 1
+        case = tmp_path / f"rows{pos}.h5"
+        case.write_bytes(data[:pos] + struct.pack("<Q", 2**40) + data[pos + 8 :])
+        faulthandler.dump_traceback_later(CASE_TIMEOUT_S, exit=True)
+        try:
+            formats.read_jets(case, drop_invalid=True)
+        except JetDataError as err:
+            declared += ["declares" in str(err)]
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    assert declared, "no size field of the row count was found"
+    assert fmt == "fixed" or any(declared), "the inflated row count was not refused as such"
