@@ -3,6 +3,8 @@ numpy, uproot, pyarrow/awkward) from known jets and must read back to exactly th
 
 from __future__ import annotations
 
+import json
+
 import awkward as ak
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from jetfactory import random_jets
 
 from jettag.data import formats, store
 from jettag.data.store import JetDataError
+from jettag.physics import kinematics as kin
 
 N_TOP_SLOTS = 200
 JETCLASS_LABELS = [
@@ -49,15 +52,18 @@ def shuffled(jets: ak.Array, seed: int) -> ak.Array:
     return ak.zip({f: (jets[f][perm] if jets[f].ndim == 2 else jets[f]) for f in jets.fields}, depth_limit=1)
 
 
-def write_toplandscape(path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None) -> None:
+def write_toplandscape(
+    path, jets: ak.Array, nan_at=None, negative_at=None, drop_column=None, fmt: str = "table",
+    n_slots: int = N_TOP_SLOTS,
+) -> None:
     cols = {}
     for prefix, field in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        arr = padded(jets, field, N_TOP_SLOTS)
+        arr = padded(jets, field, n_slots)
         if nan_at is not None and prefix == "PX":
             arr[nan_at] = np.nan
         if negative_at is not None and prefix == "E":
             arr[negative_at] = -1.0
-        for i in range(N_TOP_SLOTS):
+        for i in range(n_slots):
             cols[f"{prefix}_{i}"] = arr[:, i]
     cols["truthE"] = np.zeros(len(jets))
     cols["ttv"] = np.zeros(len(jets))
@@ -65,7 +71,7 @@ def write_toplandscape(path, jets: ak.Array, nan_at=None, negative_at=None, drop
     df = pd.DataFrame(cols)
     if drop_column:
         df = df.drop(columns=[drop_column])
-    df.to_hdf(path, key="table", format="table", mode="w")
+    df.to_hdf(path, key="table", format=fmt, mode="w")
 
 
 def write_energyflow(path, jets: ak.Array, pid_override=None) -> None:
@@ -231,16 +237,87 @@ def test_toplandscape_round_trip(samples):
     np.testing.assert_allclose(ak.to_numpy(got["jet_pt"]), ak.to_numpy(want["jet_pt"]), rtol=1e-5)
 
 
+def test_toplandscape_fixed_format(samples, tmp_path):
+    """pandas' default ``format="fixed"`` (block arrays instead of one table) reads the same jets."""
+    path, want = samples["toplandscape_h5"]
+    write_toplandscape(tmp_path / "fixed.h5", want, fmt="fixed")
+    assert formats.detect_format(tmp_path / "fixed.h5") == "toplandscape_h5"
+    assert formats.num_jets(tmp_path / "fixed.h5") == len(want)
+    got = formats.read_jets(tmp_path / "fixed.h5", chunk_size=7)
+    assert ak.to_list(got) == ak.to_list(formats.read_jets(path))
+
+
 def test_energyflow_round_trip(samples):
     path, want = samples["energyflow_npz"]
-    got = formats.read_jets(path)
-    # masses in the file come from the PDG id; jetfactory uses masses rounded to 5 digits
+    # the file holds true rapidities of massive particles: the "pdg" convention rebuilds them;
+    # masses in the file come from the PDG id, jetfactory uses masses rounded to 5 digits
+    got = formats.read_jets(path, qg_convention="pdg")
     assert_same_particles(got, want, rtol=1e-5)
     assert_pt_sorted(got)
     np.testing.assert_array_equal(flat(got, "part_pid"), flat(want, "part_pid"))
     np.testing.assert_array_equal(flat(got, "part_charge"), flat(want, "part_charge"))
     np.testing.assert_array_equal(ak.to_numpy(got["label"]), ak.to_numpy(want["label"]))
     assert formats.dataset_classes(path) == ["gluon", "quark"]
+    default = formats.read_jets(path)  # "part": same ids, charges and pT, other 4-vectors
+    np.testing.assert_array_equal(flat(default, "part_charge"), flat(got, "part_charge"))
+    with pytest.raises(ValueError, match="qg_convention must be one of"):
+        formats.read_jets(path, qg_convention="massless")
+
+
+@pytest.fixture(scope="module")
+def qg_file(tmp_path_factory):
+    """An EnergyFlow-layout file built directly from (pT, y, phi, id) rows, sorted by pT so that
+    stored particle k of a jet is file row entry k; soft massive hadrons make the two
+    conventions differ clearly (eta - y and E - |p| grow as (m / pT)^2)."""
+    rng = np.random.default_rng(41)
+    n, width = 12, 30
+    ids = np.array([211, -211, 321, -321, 2212, -2212, 130, 2112, 22, 11, -13])
+    counts = rng.integers(5, width + 1, size=n)
+    x = np.zeros((n, width, 4))
+    for j, c in enumerate(counts):
+        pt = np.sort(rng.uniform(0.3, 60.0, size=c))[::-1]
+        x[j, :c] = np.stack(
+            [pt, rng.uniform(-1.7, 1.7, size=c), rng.uniform(-np.pi, np.pi, size=c), rng.choice(ids, size=c)],
+            axis=1,
+        )
+    path = tmp_path_factory.mktemp("qg") / "QG_jets_conv.npz"
+    np.savez(path, X=x, y=rng.integers(0, 2, size=n).astype(np.float64))
+    real = x[..., 0] > 0
+    return path, {k: x[..., i][real] for i, k in enumerate(("pt", "y", "phi", "pid"))}
+
+
+def _stored(jets: ak.Array) -> tuple[np.ndarray, ...]:
+    return tuple(flat(jets, f).astype(np.float64) for f in ("part_px", "part_py", "part_pz", "part_energy"))
+
+
+# Stored momenta are float32 (relative rounding 2^-24 per component): E^2 and p^2 built from them
+# carry an error up to ~4 E^2 2^-24, eta = asinh(pz / pT) one of a few 1e-7.
+F32 = 2.0**-24
+
+
+def test_qg_convention_part_is_massless_with_eta_from_rapidity(qg_file):
+    path, row = qg_file
+    px, py, pz, e = _stored(formats.read_jets(path))  # the default is ParT's convention
+    np.testing.assert_array_equal(np.sort(flat(formats.read_jets(path), "part_pid")), np.sort(row["pid"]))
+    p2 = px**2 + py**2 + pz**2
+    assert (np.abs(e**2 - p2) <= 4 * e**2 * F32).all(), "constituents are not massless"
+    eta = np.arcsinh(pz / np.hypot(px, py))
+    np.testing.assert_allclose(eta, row["y"], rtol=0, atol=1e-6)  # the file's column is eta here
+
+
+def test_qg_convention_pdg_keeps_rapidity_and_pdg_masses(qg_file):
+    path, row = qg_file
+    jets = formats.read_jets(path, qg_convention="pdg")
+    px, py, pz, e = _stored(jets)
+    np.testing.assert_array_equal(flat(jets, "part_pid"), row["pid"])
+    # y = 0.5 ln((E + pz) / (E - pz)) from float32 E, pz: |y| < 1.7 keeps E - pz >= E / 30, so the
+    # rounding error of y stays below ~30 x 2^-24 = 2e-6
+    np.testing.assert_allclose(kin.rapidity(pz, e), row["y"], rtol=0, atol=5e-6)
+    pdg_m2 = np.array([formats.PDG_TABLE[abs(int(i))][0] for i in row["pid"]]) ** 2
+    m2 = e**2 - (px**2 + py**2 + pz**2)
+    tolerance = 4 * e**2 * F32 + 1e-12
+    assert (np.abs(m2 - pdg_m2) <= tolerance).all(), "masses are not the PDG masses"
+    assert (pdg_m2 > 10 * tolerance).sum() > 20  # enough soft massive hadrons to tell the two apart
 
 
 def test_jetclass_round_trip(samples):
@@ -450,6 +527,25 @@ def test_energyflow_nan_is_not_padding(tmp_path):
     with pytest.raises(JetDataError, match=r"nan\.npz: field 'part_px' .* row 6.*X\[\.\.\., 0:3\]"):
         list(formats.iter_jets(tmp_path / "nan.npz", chunk_size=4))
     report = store.DropReport()
-    got = formats.read_jets(tmp_path / "nan.npz", drop_invalid=True, report=report)
+    got = formats.read_jets(tmp_path / "nan.npz", drop_invalid=True, report=report, qg_convention="pdg")
     assert (report.kept, report.non_finite) == (7, 1)
     assert_same_particles(got, jets[np.arange(8) != 6], rtol=1e-5)
+
+
+def test_qg_convention_cli_flag(qg_file, tmp_path, capsys):
+    from jettag.cli import main
+
+    path, _ = qg_file
+    masses = {}
+    for conv in ("part", "pdg"):
+        assert main(["convert", str(path), "--out", str(tmp_path / conv), "--qg-convention", conv]) == 0
+        out = tmp_path / conv / "QG_jets_conv.parquet"
+        assert store.read_metadata(out)["qg_convention"] == conv
+        stored = formats.read_jets(out)
+        assert ak.to_list(stored) == ak.to_list(formats.read_jets(path, qg_convention=conv))
+        masses[conv] = ak.to_numpy(stored["jet_mass"])
+        capsys.readouterr()
+        assert main(["inspect", str(path), "--json", "--qg-convention", conv]) == 0
+        shown = json.loads(capsys.readouterr().out)[0]["stats"]["jet_mass"]["mean"]
+        np.testing.assert_allclose(shown, masses[conv].mean(), rtol=1e-6)  # float32 masses, float64 mean
+    assert not np.allclose(masses["part"], masses["pdg"], rtol=1e-4)

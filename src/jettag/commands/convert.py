@@ -42,6 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="read at most N jets from each input file (e.g. a balanced subset of per-class JetClass files)",
     )
+    p.add_argument(
+        "--qg-convention",
+        choices=("part", "pdg"),
+        default="part",
+        help=(
+            "how EnergyFlow quark/gluon rows (pT, rapidity, phi, PDG id) become 4-vectors: 'part' "
+            "(default; as ParT's converter behind the published numbers: rapidity taken as eta, "
+            "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
+        ),
+    )
     p.set_defaults(func=run)
 
 
@@ -95,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                         drop_invalid=args.drop_invalid,
                         max_jets=args.max_jets,
                         report=report,
+                        qg_convention=args.qg_convention,
                     ):
                         bar.update(report.kept + report.dropped - done)
                         done = report.kept + report.dropped
@@ -105,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
                     chunks(),
                     classes=classes,
                     source=str(src),
-                    metadata={"source_format": fmt, "converted_by": "jettag convert"},
+                    metadata={
+                        "source_format": fmt,
+                        "converted_by": "jettag convert",
+                        **({"qg_convention": args.qg_convention} if fmt == "energyflow_npz" else {}),
+                    },
                 )
         except (OSError, ValueError) as err:
             print(f"jettag convert: error: {err}", file=sys.stderr)

@@ -41,6 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip (and count) jets with NaN/inf momenta or no constituents instead of failing",
     )
+    p.add_argument(
+        "--qg-convention",
+        choices=("part", "pdg"),
+        default="part",
+        help=(
+            "how EnergyFlow quark/gluon rows (pT, rapidity, phi, PDG id) become 4-vectors: 'part' "
+            "(default; as ParT's converter behind the published numbers: rapidity taken as eta, "
+            "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
+        ),
+    )
     p.set_defaults(func=run)
 
 
@@ -57,7 +67,11 @@ def summarize(values: np.ndarray) -> dict[str, float]:
 
 
 def inspect_dataset(
-    path: str, chunk_size: int = 100_000, max_jets: int | None = None, drop_invalid: bool = False
+    path: str,
+    chunk_size: int = 100_000,
+    max_jets: int | None = None,
+    drop_invalid: bool = False,
+    qg_convention: str = "part",
 ) -> dict[str, Any]:
     """Everything ``jettag inspect`` shows about one dataset, as a JSON-ready dict."""
     import awkward as ak
@@ -71,7 +85,12 @@ def inspect_dataset(
     columns: dict[str, list[np.ndarray]] = {f: [] for f in STAT_FIELDS}
     counts = np.zeros(len(classes), dtype=np.int64)
     for jets in formats.iter_jets(
-        files, chunk_size=chunk_size, drop_invalid=drop_invalid, max_jets=max_jets, report=report
+        files,
+        chunk_size=chunk_size,
+        drop_invalid=drop_invalid,
+        max_jets=max_jets,
+        report=report,
+        qg_convention=qg_convention,
     ):
         for f in STAT_FIELDS:
             columns[f].append(ak.to_numpy(jets[f]))
@@ -116,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path in args.paths:
         try:
-            results.append(inspect_dataset(path, args.chunk_size, args.max_jets, args.drop_invalid))
+            results.append(inspect_dataset(
+                    path, args.chunk_size, args.max_jets, args.drop_invalid, args.qg_convention
+                ))
         except (OSError, ValueError) as err:
             print(f"jettag inspect: error: {err}", file=sys.stderr)
             return 1

@@ -21,7 +21,10 @@ Supported layouts (``../shared/reference/datasets.md`` has the full description)
     real where its energy is positive), ``is_signal_new`` -> classes ``["QCD", "Top"]``.
 ``energyflow_npz``
     ``X`` (N, M, 4) = (pT, rapidity, phi, PDG id) zero padded, ``y`` (1 quark, 0 gluon) ->
-    classes ``["gluon", "quark"]``. Masses and charges come from the PDG id (table below).
+    classes ``["gluon", "quark"]``. Charges come from the PDG id (table below). The 4-vectors
+    follow ``qg_convention``: ``"part"`` (default, what ParT's converter and so the published
+    numbers used: rapidity taken as eta, massless) or ``"pdg"`` (rapidity with the PDG mass);
+    see ``energyflow.py`` and ``docs/formats.md``.
 ``jetclass_root``
     ROOT TTree (or RNTuple) ``tree`` with the JetClass branches; one-hot ``label_*`` in the order
     of :data:`JETCLASS_CLASSES`. JetClass stores particle-id flags, not PDG ids; a representative
@@ -35,9 +38,11 @@ Design choices worth knowing:
 - Detection reads the file's magic bytes and then its schema/keys, never trusts the extension,
   so a renamed or extension-less file still works and a wrong file fails with a message saying
   what was found.
-- Every reader is chunked and never loads a whole file: parquet row batches, ``HDFStore.select``
-  with ``start/stop``, ``TTree.iterate(step_size=...)`` and, for npz, a streaming read of the
-  ``.npy`` member inside the zip (``np.load`` would decompress all of ``X`` at once).
+- No reader unpickles anything (``docs/security.md``): the pandas HDF5 is read with h5py, not
+  PyTables, whose attribute reads unpickle.
+- Every reader is chunked and never loads a whole file: parquet row batches, h5py row slices,
+  ``TTree.iterate(step_size=...)`` and, for npz, a streaming read of the ``.npy`` member inside
+  the zip (``np.load`` would decompress all of ``X`` at once).
 - Where a file stores the jet 4-vector (JetClass ``jet_pt/eta/phi/energy``, weaver parquet) it is
   kept, because the reference feature definitions (``part_logptrel`` ...) use the stored jet;
   otherwise the jet is the constituent sum.
@@ -54,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import numpy as np
 
 from jettag.data import store
 from jettag.data.formats.common import (
@@ -68,9 +74,12 @@ from jettag.data.formats.common import (
     _first_row,
     _Reader,
     charge_from_pid,
+    error_text,
     pid_from_flags,
+    reading,
 )
 from jettag.data.formats.energyflow import (
+    QG_CONVENTIONS,
     _EnergyFlowReader,
 )
 from jettag.data.formats.jetclass import (
@@ -81,7 +90,9 @@ from jettag.data.formats.parquet import (
     _WeaverParquetReader,
 )
 from jettag.data.formats.toplandscape import (
+    TOPLANDSCAPE_KEY,
     _TopLandscapeReader,
+    read_layout,
 )
 from jettag.data.store import DropReport, JetDataError
 
@@ -91,6 +102,7 @@ __all__ = [
     "FORMATS",
     "JETCLASS_CLASSES",
     "PDG_TABLE",
+    "QG_CONVENTIONS",
     "TOPLANDSCAPE_CLASSES",
     "UnknownFormatError",
     "charge_from_pid",
@@ -113,12 +125,22 @@ _READERS: dict[str, _Reader] = {
         "toplandscape_h5",
         {"part_px": "PX_*", "part_py": "PY_*", "part_pz": "PZ_*", "part_energy": "E_*"},
     ),
-    "energyflow_npz": _EnergyFlowReader(
-        "energyflow_npz",
-        {f: "X[..., 0:3] = (pT, y, phi) and the PDG-id mass" for f in store.MOMENTUM_FIELDS},
-    ),
     "jetclass_root": _JetClassReader("jetclass_root", _MOMENTA_ORIGIN),
 }
+_QG_ORIGIN = {
+    "part": "X[..., 0:3] = (pT, y taken as eta, phi), massless",
+    "pdg": "X[..., 0:3] = (pT, y, phi) and the PDG-id mass",
+}
+_QG_READERS = {
+    c: _EnergyFlowReader("energyflow_npz", dict.fromkeys(store.MOMENTUM_FIELDS, _QG_ORIGIN[c]), convention=c)
+    for c in QG_CONVENTIONS
+}
+_READERS["energyflow_npz"] = _QG_READERS["part"]
+
+
+def _reader(fmt: str, qg_convention: str = "part") -> _Reader:
+    """The reader of a layout; EnergyFlow files are read in the chosen quark/gluon convention."""
+    return _QG_READERS[qg_convention] if fmt == "energyflow_npz" else _READERS[fmt]
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +153,9 @@ def _describe_parquet(path: Path) -> str:
     try:
         schema = pq.read_schema(path)
     except Exception as err:
-        raise JetDataError(f"{path}: starts like parquet but its schema cannot be read: {err}") from err
+        raise JetDataError(
+            f"{path}: starts like parquet but its schema cannot be read: {error_text(err)}"
+        ) from err
     if (schema.metadata or {}).get(store.METADATA_KEY) is not None:
         return "jettag"
     names = schema.names
@@ -146,15 +170,17 @@ def _describe_parquet(path: Path) -> str:
 
 
 def _describe_hdf5(path: Path) -> str:
-    import pandas as pd
-
+    # h5py, not pandas: PyTables would unpickle attributes (see toplandscape.py)
     try:
-        with pd.HDFStore(path, mode="r") as h5:
-            keys = h5.keys()
-            columns = list(h5.select("table", start=0, stop=0).columns) if "/table" in keys else []
-    except Exception as err:
-        raise UnknownFormatError(f"{path}: HDF5 file that pandas cannot read as a table ({err})") from err
-    if {"E_0", "PX_0", "PY_0", "PZ_0", "is_signal_new"} <= set(map(str, columns)):
+        keys, frame = read_layout(path, TOPLANDSCAPE_KEY)
+        columns = frame.columns
+    except UnknownFormatError:
+        raise
+    except JetDataError as err:
+        raise UnknownFormatError(
+            f"{err} (the only HDF5 layout read is TopLandscape: a pandas DataFrame under key 'table')"
+        ) from None
+    if {"E_0", "PX_0", "PY_0", "PZ_0", "is_signal_new"} <= set(columns):
         return "toplandscape_h5"
     raise UnknownFormatError(
         f"{path}: HDF5 file of unknown layout: expected key 'table' with columns E_i, PX_i, PY_i, PZ_i, "
@@ -167,7 +193,9 @@ def _describe_zip(path: Path) -> str:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except zipfile.BadZipFile as err:
-        raise UnknownFormatError(f"{path}: looks like a zip/npz archive but cannot be opened: {err}") from err
+        raise UnknownFormatError(
+            f"{path}: looks like a zip/npz archive but cannot be opened: {error_text(err)}"
+        ) from err
     if {"X.npy", "y.npy"} <= set(names):
         return "energyflow_npz"
     raise UnknownFormatError(
@@ -192,7 +220,7 @@ def _describe_root(path: Path) -> str:
     except UnknownFormatError:
         raise
     except Exception as err:
-        raise UnknownFormatError(f"{path}: ROOT file that uproot cannot read ({err})") from err
+        raise UnknownFormatError(f"{path}: ROOT file that uproot cannot read ({error_text(err)})") from err
     raise UnknownFormatError(
         f"{path}: ROOT file without a tree 'tree' (JetClass layout); found {sorted(names)}"
     )
@@ -218,14 +246,12 @@ def detect_format(path: str | os.PathLike) -> str:
                 break
             fh.seek(userblock)
             hdf5 = fh.read(8) == _HDF5_SIGNATURE
-    if head[:4] == b"PAR1":
-        return _describe_parquet(path)
-    if hdf5:
-        return _describe_hdf5(path)
-    if head[:4] == b"PK\x03\x04":
-        return _describe_zip(path)
-    if head[:4] == b"root":
-        return _describe_root(path)
+    describe_layout = {b"PAR1": _describe_parquet, b"PK\x03\x04": _describe_zip, b"root": _describe_root}.get(
+        head[:4], _describe_hdf5 if hdf5 else None
+    )
+    if describe_layout is not None:
+        with reading(path, "read its layout"):
+            return describe_layout(path)
     raise UnknownFormatError(
         f"{path}: unknown layout: content starts with {head!r}, which is none of parquet (b'PAR1'), "
         f"HDF5, npz (zip) or ROOT (b'root'); supported layouts: {', '.join(FORMATS)}"
@@ -240,13 +266,17 @@ def resolve_dataset(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 def num_jets(path: str | os.PathLike) -> int:
     """Number of jets (rows) stored in one file, read from its header/metadata only."""
     path = Path(path)
-    return _READERS[detect_format(path)].num_jets(path)
+    reader = _READERS[detect_format(path)]
+    with reading(path, "read the number of jets"):
+        return reader.num_jets(path)
 
 
 def file_classes(path: str | os.PathLike) -> list[str]:
     """The ordered class names of one file."""
     path = Path(path)
-    return _READERS[detect_format(path)].classes(path)
+    reader = _READERS[detect_format(path)]
+    with reading(path, "read the class names"):
+        return _checked_classes(path, reader.classes(path))
 
 
 def dataset_classes(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -284,6 +314,23 @@ def _check_labels(jets: ak.Array, n_classes: int, source: str, row_offset: int) 
         )
 
 
+def _check_jet_fields(jets: ak.Array, source: str, row_offset: int, rows_exact: bool) -> None:
+    """Per-jet numbers (the stored or summed jet 4-vector) must be finite: a NaN ``jet_pt`` read
+    from a file's stored jet would otherwise reach the features silently."""
+    for f in jets.fields:
+        if jets[f].ndim != 1 or f == "label":
+            continue
+        values = ak.to_numpy(jets[f])
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            row = _first_row(~np.isfinite(values))
+            where = (
+                f"row {row + row_offset}" if rows_exact else f"kept jet {row} of the rows from {row_offset}"
+            )
+            raise JetDataError(
+                f"{source}: field {f!r} is {values[row]} at {where}; jet fields must be finite"
+            )
+
+
 def iter_jets(
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     chunk_size: int = 100_000,
@@ -291,6 +338,7 @@ def iter_jets(
     *,
     max_jets: int | None = None,
     report: DropReport | None = None,
+    qg_convention: str = "part",
 ) -> Iterator[ak.Array]:
     """Canonical jets of a dataset of any supported layout, in chunks of at most ``chunk_size``.
 
@@ -300,6 +348,8 @@ def iter_jets(
         drop_invalid: drop jets with NaN/inf momenta or no constituents instead of raising.
         max_jets: read at most this many jets in total (before dropping), then stop.
         report: if given, accumulates what was kept and dropped (``DropReport``), per file.
+        qg_convention: how EnergyFlow quark/gluon rows become 4-vectors: ``"part"`` (rapidity
+            taken as eta, massless: ParT's published setup) or ``"pdg"`` (rapidity, PDG masses).
 
     Raises:
         JetDataError naming the file, the field and the row (0-based, in that file) of the first
@@ -307,23 +357,27 @@ def iter_jets(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if qg_convention not in QG_CONVENTIONS:
+        raise ValueError(f"qg_convention must be one of {QG_CONVENTIONS}, got {qg_convention!r}")
     files = resolve_dataset(paths)
     remaining = max_jets
     for path in files:
         if remaining is not None and remaining <= 0:
             return
         fmt = detect_format(path)
-        reader = _READERS[fmt]
-        n_classes = len(reader.classes(path))
+        reader = _reader(fmt, qg_convention)
+        n_classes = len(file_classes(path))
         read_here = 0
-        for offset, jets in reader.chunks(path, chunk_size, remaining):
-            try:
-                valid, rep = store.validate_jets(
-                    jets, str(path), drop_invalid=drop_invalid, row_offset=offset
-                )
-            except JetDataError as err:
-                raise JetDataError(_with_origin(str(err), reader.origin)) from None
-            _check_labels(jets, n_classes, str(path), offset)
+        for offset, jets in _guarded(path, fmt, reader.chunks(path, chunk_size, remaining)):
+            with reading(path, f"validate the jets read as {fmt}"):  # e.g. a field of strings
+                try:
+                    valid, rep = store.validate_jets(
+                        jets, str(path), drop_invalid=drop_invalid, row_offset=offset
+                    )
+                except JetDataError as err:
+                    raise JetDataError(_with_origin(str(err), reader.origin)) from None
+                _check_labels(jets, n_classes, str(path), offset)
+                _check_jet_fields(valid, str(path), offset, rep.dropped == 0)
             read_here = offset + len(jets)
             if report is not None:
                 report += rep
@@ -332,6 +386,29 @@ def iter_jets(
             yield valid
         if remaining is not None:
             remaining -= read_here
+
+
+def _guarded(
+    path: Path, fmt: str, chunks: Iterator[tuple[int, ak.Array]]
+) -> Iterator[tuple[int, ak.Array]]:
+    """A reader's chunks, with whatever a corrupt file makes the reader raise turned into a
+    ``JetDataError`` naming the file (the consumer's own code runs outside this guard)."""
+    with reading(path, f"read it as {fmt}"):
+        yield from chunks
+
+
+def _checked_classes(path: Path, classes: Any) -> list[str]:
+    """Class names as a non-empty list of distinct strings (store metadata is JSON from the file)."""
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise JetDataError(
+            f"{path}: class names must be a non-empty list of distinct strings, found {classes!r:.200}"
+        )
+    return classes
 
 
 def _with_origin(message: str, origin: dict[str, str]) -> str:
@@ -353,12 +430,13 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     fmt = detect_format(path)
     reader = _READERS[fmt]
-    out: dict[str, Any] = {
-        "path": str(path),
-        "format": fmt,
-        "classes": reader.classes(path),
-        "jets": reader.num_jets(path),
-    }
-    if fmt == "jettag":
-        out["metadata"] = store.read_metadata(path)
+    with reading(path, "read its header"):
+        out: dict[str, Any] = {
+            "path": str(path),
+            "format": fmt,
+            "classes": _checked_classes(path, reader.classes(path)),
+            "jets": reader.num_jets(path),
+        }
+        if fmt == "jettag":
+            out["metadata"] = store.read_metadata(path)
     return out

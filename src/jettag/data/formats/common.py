@@ -4,6 +4,7 @@ label decoding and the reader interface every layout implements."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,30 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 class UnknownFormatError(JetDataError):
     """The file exists but its content is none of the supported layouts."""
+
+
+def error_text(err: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` of a third-party exception on one line, at most ``limit`` characters
+    (uproot and pyarrow messages span several lines and can quote whole paths)."""
+    text = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn any exception a third-party reader raises on a corrupt file into a ``JetDataError``.
+
+    The boundary of every reader: h5py, uproot, pyarrow, zipfile, zlib and numpy raise OSError,
+    ValueError, KeyError, struct.error, BadZipFile, DeserializationError, MemoryError (a declared
+    size too large to allocate) and more on damaged input. ``JetDataError`` (already naming the
+    file) and ``FileNotFoundError`` pass through unchanged.
+    """
+    try:
+        yield
+    except (JetDataError, FileNotFoundError):
+        raise
+    except Exception as err:
+        raise JetDataError(f"{path}: cannot {what}: {error_text(err)}") from err
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,26 @@
-"""EnergyFlow quark/gluon npz (X = pt, y, phi, pdgid; y = 1 quark), streamed from the zip."""
+"""EnergyFlow quark/gluon npz (X = pt, y, phi, pdgid; y = 1 quark), streamed from the zip.
+
+Two conventions turn a file row (pT, rapidity y, phi, PDG id) into a 4-vector (``QG_CONVENTIONS``):
+
+``"part"`` (default)
+    What ParT's own converter (``utils/convert_qg_datasets.py`` of particle_transformer) did to
+    produce the parquet files behind the published quark/gluon numbers: the rapidity column is
+    used as pseudorapidity and every constituent is massless, so ``E = |p|``, ``eta = y``.
+    Choose it to compare with published ParT/MIParT/ParticleNet results.
+``"pdg"``
+    The physically exact reading: the column is rapidity and the mass is the PDG mass of the
+    particle id (``PDG_TABLE``), so ``E = mT cosh y`` reproduces the file's rapidity and
+    ``E^2 - p^2`` is the PDG mass squared. Soft hadrons then differ from the ``part`` reading
+    (for a 1 GeV pion at y = 1, eta - y is about 0.007).
+
+Charges (and the PDG id kept on each constituent) come from the PDG id in both conventions.
+"""
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +41,8 @@ from jettag.data.formats.common import (
 )
 from jettag.data.store import JetDataError
 from jettag.physics import kinematics as kin
+
+QG_CONVENTIONS = ("part", "pdg")
 
 
 class _NpyStream:
@@ -64,7 +83,16 @@ class _NpyStream:
         self.fh.close()
 
 
+@dataclass(frozen=True)
 class _EnergyFlowReader(_Reader):
+    """EnergyFlow npz reader; ``convention`` is one of :data:`QG_CONVENTIONS` (module docstring)."""
+
+    convention: str = "part"
+
+    def __post_init__(self) -> None:
+        if self.convention not in QG_CONVENTIONS:
+            raise ValueError(f"qg_convention must be one of {QG_CONVENTIONS}, got {self.convention!r}")
+
     @staticmethod
     def _shapes(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
         with zipfile.ZipFile(path) as zf:
@@ -97,13 +125,14 @@ class _EnergyFlowReader(_Reader):
             try:
                 for start in range(0, end, chunk_size):
                     rows = min(chunk_size, end - start)
-                    yield start, self._convert(xs.read(rows).astype(np.float64), ys.read(rows), source, start)
+                    x = xs.read(rows).astype(np.float64)
+                    yield start, self._convert(x, ys.read(rows), source, start, self.convention)
             finally:
                 xs.close()
                 ys.close()
 
     @staticmethod
-    def _convert(x: np.ndarray, y: np.ndarray, source: str, start: int) -> ak.Array:
+    def _convert(x: np.ndarray, y: np.ndarray, source: str, start: int, convention: str) -> ak.Array:
         label = _binary_label(y, "y", source, start)
         real = (x != 0).any(axis=2)  # NaN != 0, so a NaN entry stays and validation names it
         pt, rap, phi, pid_f = (x[..., k] for k in range(4))
@@ -127,8 +156,12 @@ class _EnergyFlowReader(_Reader):
                 f"{source}: field 'X[..., 3]' (PDG id) has id(s) {ids} without a known mass "
                 f"at row {row + start}; known |id|: {sorted(PDG_TABLE)}"
             )
-        mass = np.where(np.isfinite(pid_f), _PDG_MASS[idx], np.nan)
-        px, py, pz, energy = kin.from_pt_y_phi_m(pt, rap, phi, mass)
+        if convention == "part":  # rapidity column taken as eta, massless (ParT's converter)
+            p4 = kin.from_pt_eta_phi_m(pt, rap, phi, np.zeros_like(pt))
+        else:  # rapidity with the PDG mass of the id
+            p4 = kin.from_pt_y_phi_m(pt, rap, phi, _PDG_MASS[idx])
+        # a NaN/inf id makes the 4-vector NaN, so validation reports (or drops) that jet
+        px, py, pz, energy = (np.where(np.isfinite(pid_f), v, np.nan) for v in p4)
         charge = np.where(known, _PDG_CHARGE[idx] * np.sign(pid), 0.0)
         jag, _ = _padded_to_jagged(
             {"px": px, "py": py, "pz": pz, "e": energy, "pid": pid.astype(np.int32), "charge": charge}, real

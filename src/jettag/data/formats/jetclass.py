@@ -21,6 +21,7 @@ from jettag.data.formats.common import (
     _one_hot_to_label,
     _pid_from_jagged_flags,
     _Reader,
+    error_text,
 )
 from jettag.data.store import JetDataError
 
@@ -35,7 +36,7 @@ class _JetClassReader(_Reader):
         try:
             f = uproot.open(path)
         except Exception as err:  # uproot raises a variety of types for corrupt files
-            raise JetDataError(f"{path}: cannot open as ROOT file: {err}") from err
+            raise JetDataError(f"{path}: cannot open as ROOT file: {error_text(err)}") from err
         names = {k.split(";")[0] for k in f.keys(recursive=False)}
         if self.TREE not in names:
             f.close()
@@ -43,6 +44,8 @@ class _JetClassReader(_Reader):
         return f, f[self.TREE]
 
     def _branches(self, path: Path, tree) -> tuple[list[str], bool]:
+        import uproot
+
         keys = set(tree.keys())
         missing = [b for b in self.REQUIRED if b not in keys]
         if missing:
@@ -55,6 +58,13 @@ class _JetClassReader(_Reader):
             )
         stored_jet = all(b in keys for b in JET_P4_FIELDS)
         branches = [*self.REQUIRED, *impact, *(JET_P4_FIELDS if stored_jet else ())]
+        if isinstance(tree, uproot.TTree):  # a tree whose size field disagrees with its branches
+            for b in branches:  # would otherwise be iterated up to the (corrupt) declared size
+                if tree[b].num_entries != tree.num_entries:
+                    raise JetDataError(
+                        f"{path}: tree {self.TREE!r} declares {tree.num_entries} entries but branch {b!r} "
+                        f"holds {tree[b].num_entries}"
+                    )
         return branches, stored_jet
 
     def classes(self, path: Path) -> list[str]:
@@ -66,6 +76,7 @@ class _JetClassReader(_Reader):
     def num_jets(self, path: Path) -> int:
         f, tree = self._tree(path)
         with f:
+            self._branches(path, tree)
             return int(tree.num_entries)
 
     def chunks(self, path: Path, chunk_size: int, stop: int | None) -> Iterator[tuple[int, ak.Array]]:
