@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report directory (default <first run>/report)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, drop_invalid_advice="set data: {drop_invalid: true} in the run's config.yaml")
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "best", batch_size: int = 1024,
