@@ -30,7 +30,6 @@ from pathlib import Path
 from jettag.data.generate.detector import DETECTORS
 from jettag.data.generate.pythia import PYTHIA_SEED_MAX
 from jettag.data.generate.recipes import Recipe, get_recipe
-from jettag.data.store import write_store
 from jettag.errors import UsageError, require_extra
 from jettag.progress import progress as progress_report
 
@@ -151,6 +150,7 @@ def run_task(task: Task) -> dict:
     torch.set_num_threads(1)
     from jettag.data.generate.chunk import generate_chunk
     from jettag.data.generate.clustering import warm_up
+    from jettag.data.store import write_store
 
     warm_up()
 
