@@ -22,12 +22,13 @@ from jettag.data.generate import cache, runner
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def cli(*args: str, **popen: object) -> subprocess.Popen:
-    """``python -m jettag.cli ARGS`` in a child process running this checkout's code."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    env.update(popen.pop("env", {}))  # type: ignore[arg-type]
+def cli(*args: str) -> subprocess.Popen:
+    """``python -m jettag.cli ARGS`` in a child process running this checkout's code, its output
+    buffered as in a user's shell (whatever PYTHONUNBUFFERED the test runner has)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     return subprocess.Popen([sys.executable, "-m", "jettag.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.fixture(scope="module")
