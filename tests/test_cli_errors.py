@@ -200,3 +200,45 @@ def test_progress_in_a_log_stays_small(files: dict[str, Path], tmp_path: Path,
     assert len(lines) == 2, err
     assert lines[0].startswith("epoch 1/2: 80/80 batch") and lines[1].startswith("epoch 2/2: 80/80 batch")
     assert "loss=" in lines[1] and len(err) < 400
+
+
+def test_log_progress_at_most_one_line_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from jettag import progress as P
+
+    clock = [100.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    with P.progress(total=50, desc="generate top", unit="jet", stream=stream) as bar:
+        for _ in range(50):
+            clock[0] += 0.5  # 25 s in all: lines at 10 s and 20 s, then the final one
+            bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["generate top: 20/50 jet (40%) in 10.0 s (2 jet/s)",
+                     "generate top: 40/50 jet (80%) in 20.0 s (2 jet/s)",
+                     "generate top: 50/50 jet in 25.0 s (2 jet/s)"]
+
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError), P.progress(total=5, desc="x", stream=stream) as bar:
+        raise RuntimeError("the error is the last word")
+    assert stream.getvalue() == ""
+    assert list(P.progress(range(3), desc="x", enabled=False, stream=stream)) == [0, 1, 2]
+    assert stream.getvalue() == ""
+
+
+def test_progress_is_a_bar_on_a_terminal() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    from jettag import progress as P
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bar = P.progress(total=3, desc="epoch 1/1", stream=Terminal())
+    assert isinstance(bar, tqdm)
+    bar.close()
+    assert isinstance(P.progress(total=3, desc="x", stream=io.StringIO()), P.LogProgress)
