@@ -29,6 +29,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
                  info: Any = None) -> dict[str, Any]:
     """Score one run on its test split (or ``data``): labels, probs, metrics, classes, model name."""
     from jettag.data.loader import JetTensors
+    from jettag.data.store import JetDataError
     from jettag.evaluate.metrics import evaluate_scores
     from jettag.train import distributed as D
     from jettag.train.checkpoint import load_run_model
@@ -46,7 +47,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
         jets, classes = read_dataset(data, d.get("drop_invalid", False))
         source = str(data)
     if list(classes) != list(cfg["classes"]):
-        raise ValueError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
+        raise JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
     tensors = JetTensors.from_jets(jets, d["feature_set"], d["max_len"], info.device, source=source)
     probs, labels = predict_tensors(model, tensors, batch_size, info, cfg["train"].get("bf16", "auto"))
     metrics = evaluate_scores(labels, probs, classes)
@@ -56,6 +57,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
 
 
 def run(args: argparse.Namespace) -> int:
+    from jettag.errors import UsageError
     from jettag.evaluate.report import write_predictions, write_report
     from jettag.train import distributed as D
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     results = [evaluate_run(r, args.data, args.which, args.batch_size, info) for r in args.runs]
     classes = results[0]["classes"]
     if any(r["classes"] != classes for r in results):
-        raise SystemExit("jettag evaluate: the runs have different classes")
+        raise UsageError(f"the runs have different classes: {[r['classes'] for r in results]}")
     if info.is_main:
         out = Path(args.out or Path(args.runs[0]) / "report")
         for r in results:
