@@ -267,8 +267,8 @@ def generate(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _check_run_config(out, config)
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
         _run_tasks(tasks, workers, progress, f"generate {recipe}")
     except BaseException:
         _clean_failed_run(out, tasks, created)
