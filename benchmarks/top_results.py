@@ -1,6 +1,6 @@
 """Top tagging on our generated jets: MIParT, ParT, ParticleNet with their recipes, several seeds.
 
-Trains each recipe (``configs/top_<model>.yaml``) with the given seeds on the same train/val/test
+Trains each recipe (``src/jettag/configs/top_<model>.yaml``) with the given seeds on the same train/val/test
 split of a cached generated top-vs-QCD sample, evaluates every run on the shared test split and
 writes ``benchmarks/top_results.md``: mean ± std of accuracy, AUC, Rej50, Rej30 per model, the
 published TopLandscape figures beside them, and the MIParT/ParT rejection ratios next to the

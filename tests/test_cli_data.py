@@ -69,9 +69,11 @@ def test_convert_then_inspect(inputs, tmp_path, capsys):
 
 def test_convert_drop_invalid_and_max_jets(inputs, tmp_path, capsys):
     d = inputs["dir"]
-    assert main(["convert", str(d / "bad.h5"), "--out", str(tmp_path)]) == 1
+    assert main(["convert", str(d / "bad.h5"), "--out", str(tmp_path)]) == 2  # bad input
     err = capsys.readouterr().err
+    assert err.startswith("jettag convert: ") and err.count("\n") == 1
     assert "bad.h5" in err and "'part_px'" in err and "row 3" in err
+    assert "pass --drop-invalid" in err and "drop_invalid=True" not in err  # the flag convert has
     assert not (tmp_path / "bad.parquet").exists()
 
     argv = ["convert", str(d / "bad.h5"), "--out", str(tmp_path), "--drop-invalid", "--chunk-size", "4"]
@@ -85,9 +87,9 @@ def test_convert_drop_invalid_and_max_jets(inputs, tmp_path, capsys):
 
 
 def test_cli_errors(inputs, tmp_path, capsys):
-    assert main(["inspect", str(tmp_path / "missing.root")]) == 1
+    assert main(["inspect", str(tmp_path / "missing.root")]) == 2
     assert "missing.root" in capsys.readouterr().err
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a jet file at all")
-    assert main(["convert", str(junk), "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", str(junk), "--out", str(tmp_path / "o")]) == 2
     assert "junk.npz: unknown layout" in capsys.readouterr().err

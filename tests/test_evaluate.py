@@ -103,7 +103,9 @@ def test_predict_and_info(binary_run: Path, tmp_path: Path, capsys: pytest.Captu
     assert 1.6 < ratio <= 2.0
 
 
-def test_evaluate_rejects_mismatched_classes(binary_run: Path, multi_run: Path) -> None:
+def test_evaluate_rejects_mismatched_classes(binary_run: Path, multi_run: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     data = Path(load_run_model(multi_run)[1]["data"]["path"])
-    with pytest.raises(ValueError, match="classes"):
-        main(["evaluate", str(binary_run), "--data", str(data), "--out", "/tmp/unused-report"])
+    assert main(["evaluate", str(binary_run), "--data", str(data), "--out", "/tmp/unused-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jettag evaluate: ") and "classes" in err

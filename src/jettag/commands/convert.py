@@ -11,7 +11,6 @@ provenance of each jet (the store's ``source`` metadata) and lets conversions ru
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -52,79 +51,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
         ),
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, drop_invalid_advice="pass --drop-invalid")
 
 
 def _output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
     """One output per input; refuse name clashes and overwriting an input in place."""
+    from jettag.errors import UsageError
+
     outputs = [out_dir / (p.stem + ".parquet") for p in inputs]
     seen: dict[Path, Path] = {}
     for src, dst in zip(inputs, outputs):
         if dst in seen:
-            raise ValueError(f"{src} and {seen[dst]} would both be written to {dst}; convert them separately")
+            raise UsageError(f"{src} and {seen[dst]} would both be written to {dst}; convert them separately")
         if dst.resolve() == src.resolve():
-            raise ValueError(f"{src}: output {dst} would overwrite the input; choose another --out")
+            raise UsageError(f"{src}: output {dst} would overwrite the input; choose another --out")
         seen[dst] = src
     return outputs
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from jettag.data import formats, store
+    from jettag.errors import UsageError
+    from jettag.progress import progress
 
     if args.chunk_size < 1:
-        print(f"jettag convert: error: --chunk-size must be positive, got {args.chunk_size}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--chunk-size must be positive, got {args.chunk_size}")
     if args.max_jets is not None and args.max_jets < 1:
-        print(f"jettag convert: error: --max-jets must be positive, got {args.max_jets}", file=sys.stderr)
-        return 2
-    try:
-        inputs = formats.resolve_dataset(args.inputs)
-        outputs = _output_paths(inputs, args.out)
-        plan = [(src, dst, formats.detect_format(src)) for src, dst in zip(inputs, outputs)]
-    except (OSError, ValueError) as err:
-        print(f"jettag convert: error: {err}", file=sys.stderr)
-        return 1
+        raise UsageError(f"--max-jets must be positive, got {args.max_jets}")
+    inputs = formats.resolve_dataset(args.inputs)
+    outputs = _output_paths(inputs, args.out)
+    plan = [(src, dst, formats.detect_format(src)) for src, dst in zip(inputs, outputs)]
 
     total = store.DropReport()
     for src, dst, fmt in plan:
         report = store.DropReport()
-        try:
-            classes = formats.file_classes(src)
-            rows = formats.num_jets(src)
-            if args.max_jets is not None:
-                rows = min(rows, args.max_jets)
-            with tqdm(total=rows, unit="jet", desc=src.name, disable=None, leave=False) as bar:
+        classes = formats.file_classes(src)
+        rows = formats.num_jets(src)
+        if args.max_jets is not None:
+            rows = min(rows, args.max_jets)
+        with progress(total=rows, unit="jet", desc=src.name, leave=False) as bar:
 
-                def chunks(src: Path = src, report: store.DropReport = report, bar: tqdm = bar):
-                    done = 0
-                    for jets in formats.iter_jets(
-                        src,
-                        chunk_size=args.chunk_size,
-                        drop_invalid=args.drop_invalid,
-                        max_jets=args.max_jets,
-                        report=report,
-                        qg_convention=args.qg_convention,
-                    ):
-                        bar.update(report.kept + report.dropped - done)
-                        done = report.kept + report.dropped
-                        yield jets
+            def chunks(src: Path = src, report: store.DropReport = report, bar=bar):
+                done = 0
+                for jets in formats.iter_jets(
+                    src,
+                    chunk_size=args.chunk_size,
+                    drop_invalid=args.drop_invalid,
+                    max_jets=args.max_jets,
+                    report=report,
+                    qg_convention=args.qg_convention,
+                ):
+                    bar.update(report.kept + report.dropped - done)
+                    done = report.kept + report.dropped
+                    yield jets
 
-                store.write_store(
-                    dst,
-                    chunks(),
-                    classes=classes,
-                    source=str(src),
-                    metadata={
-                        "source_format": fmt,
-                        "converted_by": "jettag convert",
-                        **({"qg_convention": args.qg_convention} if fmt == "energyflow_npz" else {}),
-                    },
-                )
-        except (OSError, ValueError) as err:
-            print(f"jettag convert: error: {err}", file=sys.stderr)
-            return 1
+            store.write_store(
+                dst,
+                chunks(),
+                classes=classes,
+                source=str(src),
+                metadata={
+                    "source_format": fmt,
+                    "converted_by": "jettag convert",
+                    **({"qg_convention": args.qg_convention} if fmt == "energyflow_npz" else {}),
+                },
+            )
         total += report
         line = f"{src} ({fmt}) -> {dst}: {report.kept} jets"
         if args.drop_invalid:

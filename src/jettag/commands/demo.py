@@ -1,8 +1,9 @@
 """``jettag demo``: generate top vs QCD jets, train MIParT, ParT, ParticleNet and a PFN side by side.
 
 No user data is needed: the sample comes from ``cached_dataset("top", ...)`` (Pythia 8 + FastJet,
-reused from the cache on later runs). Every model trains on the same train split with its
-``configs/demo_<model>.yaml`` recipe and is evaluated on the same held-out test split; the table
+reused from the cache on later runs; needs the ``generate`` extra unless the sample is cached).
+Every model trains on the same train split with its ``demo_<model>`` recipe (shipped in
+``jettag/configs/``) and is evaluated on the same held-out test split; the table
 (accuracy, AUC, Rej50, Rej30, parameters, training jets/s) is printed and written with ROC curves
 and score plots to ``<out>/report``.
 
@@ -45,11 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jettag.commands.evaluate import evaluate_run
+    from jettag.errors import UsageError
     from jettag.evaluate.report import write_report
-    from jettag.train.config import resolve
+    from jettag.train.config import load_recipe, resolve
     from jettag.train.datasets import resolve_data_path
     from jettag.train.trainer import train
 
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise UsageError("no models selected (--models)")
+    for name in models:  # an unknown model fails now, not after the generation
+        load_recipe(f"demo_{name}")
     t_start = time.perf_counter()
     scale = "quick" if args.quick else args.scale
     n_jets, epoch_mult, scale_overrides = SCALES[scale]
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] sample ready in {t_gen:.0f} s: {data_path}")
 
     results, timings = [], {"generation_s": t_gen}
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in models:
         cfg = resolve(f"demo_{name}", [f"data.path={data_path}", f"train.seed={args.seed}",
                                        f"train.progress={not args.no_progress}", *scale_overrides, *args.set])
         if epoch_mult > 0 and not any(s.startswith(("train.epochs=", "epochs=")) for s in args.set):
@@ -83,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
         m = res["metrics"]
         print(f"[demo] {name}: acc {m['acc']:.4f} AUC {m['auc']:.4f} Rej50 {m['rej50']:.1f} "
               f"Rej30 {m['rej30']:.1f}")
-    if not results:
-        raise SystemExit("jettag demo: no models selected")
     report = out / "report"
     files = write_report(report, results, results[0]["classes"],
                          extra_columns=["params", "epochs", "jets_per_s"],

@@ -22,13 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report directory (default <first run>/report)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, drop_invalid_advice="set data: {drop_invalid: true} in the run's config.yaml")
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "best", batch_size: int = 1024,
                  info: Any = None) -> dict[str, Any]:
     """Score one run on its test split (or ``data``): labels, probs, metrics, classes, model name."""
     from jettag.data.kinds import get_kind
+    from jettag.data.store import JetDataError
     from jettag.evaluate.metrics import evaluate_scores
     from jettag.train import distributed as D
     from jettag.train.checkpoint import load_run_model
@@ -46,7 +47,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
         jets, classes = read_dataset(data, d.get("drop_invalid", False))
         source = str(data)
     if list(classes) != list(cfg["classes"]):
-        raise ValueError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
+        raise JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
     tensors = get_kind(model.input_kind).build(jets, d, model, info.device, source=source)
     probs, labels = predict_tensors(model, tensors, batch_size, info, cfg["train"].get("bf16", "auto"))
     metrics = evaluate_scores(labels, probs, classes)
@@ -56,6 +57,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "bes
 
 
 def run(args: argparse.Namespace) -> int:
+    from jettag.errors import UsageError
     from jettag.evaluate.report import write_predictions, write_report
     from jettag.train import distributed as D
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     results = [evaluate_run(r, args.data, args.which, args.batch_size, info) for r in args.runs]
     classes = results[0]["classes"]
     if any(r["classes"] != classes for r in results):
-        raise SystemExit("jettag evaluate: the runs have different classes")
+        raise UsageError(f"the runs have different classes: {[r['classes'] for r in results]}")
     if info.is_main:
         out = Path(args.out or Path(args.runs[0]) / "report")
         for r in results:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a trained run's model (ONNX, weaver state dict)")
     p.add_argument("run_dir", help="run directory written by `jettag train`")
-    p.add_argument("--onnx", help="write an ONNX model here")
+    p.add_argument("--onnx", help="write an ONNX model here (needs the extra: pip install 'jettag[onnx]')")
     p.add_argument("--weaver", help="write a weaver-core state dict (.pt) here (ParT and ParticleNet only)")
     p.add_argument("--which", default="best", choices=("best", "last"), help="checkpoint to export")
     p.add_argument("--logits", action="store_true", help="ONNX outputs logits instead of probabilities")
@@ -18,6 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jettag.errors import UsageError, require_extra
+
+    if not args.onnx and not args.weaver:
+        raise UsageError("give --onnx PATH and/or --weaver PATH")
+    if args.onnx:  # before the model is loaded or any file written
+        require_extra("onnx", "ONNX export")
+
     import numpy as np
     import torch
 
@@ -25,9 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from jettag.models.onnx import export_onnx, run_onnx
     from jettag.train.checkpoint import load_run_model
 
-    if not args.onnx and not args.weaver:
-        print("jettag export: give --onnx PATH and/or --weaver PATH", file=sys.stderr)
-        return 2
     model, _config = load_run_model(args.run_dir, which=args.which)
     model.eval()
     if args.onnx:

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
         help="generate labelled jets with Pythia 8 + FastJet (canonical parquet + manifest.json)",
         description="Generate a jet sample balanced over the recipe's classes. Recipes:\n"
         + "\n".join(lines)
-        + "\n\nA run interrupted for any reason is finished by running the same command again.",
+        + "\n\nA run interrupted for any reason is finished by running the same command again. Needs the "
+        "'generate' extra: pip install 'jettag[generate]' (checked before anything is written).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", choices=sorted(RECIPES), metavar="RECIPE", help="one of: " + ", ".join(RECIPES))
@@ -49,19 +50,19 @@ def register(subparsers) -> None:
         "--mpi", dest="mpi", action="store_true", default=None, help="multi-parton interactions on"
     )
     mpi.add_argument("--no-mpi", dest="mpi", action="store_false", help="multi-parton interactions off")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress report (a bar on a terminal, otherwise a line every 10 s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import sys
 
     from jettag.data.generate.runner import DEFAULT_CHUNK_SIZE, generate
+    from jettag.errors import UsageError
 
     if args.jets <= 0 or args.workers <= 0 or args.num_shards <= 0:
-        print("jettag generate: --jets, --workers and --num-shards must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--jets, --workers and --num-shards must be positive")
     manifest = generate(
         args.recipe,
         args.jets,

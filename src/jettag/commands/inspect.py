@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import numpy as np
@@ -51,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
         ),
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, drop_invalid_advice="pass --drop-invalid")
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
@@ -132,15 +131,8 @@ def _format_text(info: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = []
-    for path in args.paths:
-        try:
-            results.append(inspect_dataset(
-                    path, args.chunk_size, args.max_jets, args.drop_invalid, args.qg_convention
-                ))
-        except (OSError, ValueError) as err:
-            print(f"jettag inspect: error: {err}", file=sys.stderr)
-            return 1
+    results = [inspect_dataset(p, args.chunk_size, args.max_jets, args.drop_invalid, args.qg_convention)
+               for p in args.paths]
     if args.json:
         print(json.dumps(results, indent=2))  # always a list, one entry per PATH
     else:

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--drop-invalid", action="store_true", help="drop empty / NaN jets instead of failing")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, drop_invalid_advice="pass --drop-invalid")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jettag.errors import JettagError
 from jettag.physics import kinematics as kin
 
 METADATA_KEY = b"jettag"
@@ -64,7 +65,7 @@ JET_FIELDS: dict[str, type] = {
 MOMENTUM_FIELDS = ("part_px", "part_py", "part_pz", "part_energy")
 
 
-class JetDataError(ValueError):
+class JetDataError(JettagError, ValueError):
     """Bad input data: the message names the file, the field and the jet (row) at fault."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from jettag.errors import JettagError
 from jettag.models.part import ParticleTransformer
 from jettag.models.particlenet import ParticleNet
 from jettag.models.registry import JetModel
@@ -29,7 +30,7 @@ from jettag.models.state import state_mismatch
 _PREFIXES = ("module.", "_orig_mod.", "mod.")
 
 
-class WeaverCheckpointError(ValueError):
+class WeaverCheckpointError(JettagError, ValueError):
     """A weaver checkpoint that does not fit the jettag model it is loaded into."""
 
 

@@ -27,12 +27,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jettag.errors import JettagError
 from jettag.models.state import state_mismatch
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(JettagError, RuntimeError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from jettag.errors import JettagError
+
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "mipart", "overrides": {}},
     "data": {
@@ -77,16 +79,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(JettagError, ValueError):
     """A recipe or override that does not fit the schema."""
 
 
 def config_dir() -> Path:
-    """``configs/`` of the source tree (or ``$JETTAG_CONFIGS``)."""
+    """The recipes shipped with the package (``jettag/configs/``), or ``$JETTAG_CONFIGS`` when set."""
+    from importlib.resources import files
+
     env = os.environ.get("JETTAG_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "configs"
+    return Path(str(files("jettag") / "configs"))  # a plain directory in any (non-zipped) install
 
 
 def _merge(base: dict, update: dict, path: str, source: str) -> dict:

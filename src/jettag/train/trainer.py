@@ -89,9 +89,9 @@ def predict_tensors(
     batches = loader.batch_indices()
     it = batches
     if progress and info.is_main:
-        from tqdm import tqdm
+        from jettag.progress import progress as progress_report
 
-        it = tqdm(batches, desc="predict", unit="batch", leave=False)
+        it = progress_report(batches, desc="predict", unit="batch", leave=False)
     for index in it:
         batch = data.batch(index).to(info.device)
         with autocast_context(info.device, bf16):
@@ -425,10 +425,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
         batches = loader.batch_indices()
         pbar = None
         if info.is_main and t["progress"]:
-            from tqdm import tqdm
+            from jettag.progress import progress as progress_report
 
-            pbar = tqdm(total=len(batches), initial=batch_pos, desc=f"epoch {epoch + 1}/{t['epochs']}",
-                        unit="batch", dynamic_ncols=True)
+            pbar = progress_report(total=len(batches), initial=batch_pos, unit="batch",
+                                   desc=f"epoch {epoch + 1}/{t['epochs']}")
         run_loss = run_correct = run_n = 0.0
         t0 = time.perf_counter()
         epoch_jets = 0

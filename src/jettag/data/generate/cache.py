@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from jettag.data.generate.runner import DEFAULT_CHUNK_SIZE, GENERATOR_VERSION, generate
+from jettag.data.generate.runner import DEFAULT_CHUNK_SIZE, GENERATOR_VERSION, generate, require_generate
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -20,6 +20,46 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         return Path(cache_dir)
     env = os.environ.get("JETTAG_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "jettag"
+
+
+def cache_entry(
+    recipe: str,
+    n_jets: int,
+    seed: int = 0,
+    detector: str = "none",
+    cache_dir: str | os.PathLike | None = None,
+    mpi: bool | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Path:
+    """The cache directory of a sample (whether or not it exists yet)."""
+    mpi_tag = "" if mpi is None else f"-mpi{int(mpi)}"
+    chunk_tag = "" if chunk_size == DEFAULT_CHUNK_SIZE else f"-c{chunk_size}"
+    key = f"{recipe}-n{n_jets}-s{seed}-{detector}{mpi_tag}{chunk_tag}-g{GENERATOR_VERSION}"
+    return cache_root(cache_dir) / "generated" / key
+
+
+def is_complete(entry: Path) -> bool:
+    """Whether a generated sample is finished: its manifest exists and lists no missing chunk."""
+    manifest = entry / "manifest.json"
+    return manifest.exists() and bool(json.loads(manifest.read_text()).get("complete"))
+
+
+def require_generate_unless_cached(
+    recipe: str,
+    n_jets: int,
+    seed: int = 0,
+    detector: str = "none",
+    cache_dir: str | os.PathLike | None = None,
+    mpi: bool | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> None:
+    """Raise ``MissingExtraError`` now if this sample must still be generated and the extra is missing.
+
+    For callers that would do other work (make a run directory, print a plan) before
+    ``cached_dataset``; a complete cached sample needs no Pythia or FastJet.
+    """
+    if not is_complete(cache_entry(recipe, n_jets, seed, detector, cache_dir, mpi, chunk_size)):
+        require_generate()
 
 
 def cached_dataset(
@@ -33,13 +73,13 @@ def cached_dataset(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
 ) -> Path:
-    """The directory of a generated sample, generating (or finishing) it first if needed."""
-    mpi_tag = "" if mpi is None else f"-mpi{int(mpi)}"
-    chunk_tag = "" if chunk_size == DEFAULT_CHUNK_SIZE else f"-c{chunk_size}"
-    key = f"{recipe}-n{n_jets}-s{seed}-{detector}{mpi_tag}{chunk_tag}-g{GENERATOR_VERSION}"
-    path = cache_root(cache_dir) / "generated" / key
-    manifest = path / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("complete"):
+    """The directory of a generated sample, generating (or finishing) it first if needed.
+
+    A failed generation leaves no manifest (and, on a first attempt that finished no chunk, no
+    directory), so a later call never takes a failed entry for a finished one.
+    """
+    path = cache_entry(recipe, n_jets, seed, detector, cache_dir, mpi, chunk_size)
+    if is_complete(path):
         return path
     generate(
         recipe,

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
+from jettag.errors import RunFailedError
+
 PYTHIA_SEED_MAX = 900_000_000  # Pythia's Random:seed range is 1..900000000 (0 means "from the clock")
 
 
-class GenerationError(RuntimeError):
+class GenerationError(RunFailedError, RuntimeError):
     """Pythia could not be set up or produced no usable events."""
 
 

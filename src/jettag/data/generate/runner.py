@@ -11,6 +11,9 @@ Every chunk file is written atomically (``write_store`` renames a finished tempo
 chunk either exists complete or not at all; an interrupted run, started again with the same
 arguments, skips the chunks that exist and makes the others, which are seeded independently of
 the order of work, so the result is the same as an uninterrupted run: nothing lost, nothing twice.
+A run that fails (in any worker) removes its temporary files and the stats of unfinished chunks,
+and writes no manifest; a first attempt that finished no chunk removes its new directory. The
+``generate`` extra (Pythia 8, FastJet) is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pathlib import Path
 from jettag.data.generate.detector import DETECTORS
 from jettag.data.generate.pythia import PYTHIA_SEED_MAX
 from jettag.data.generate.recipes import Recipe, get_recipe
-from jettag.data.store import write_store
+from jettag.errors import UsageError, require_extra
+from jettag.progress import progress as progress_report
 
 # Bump when a change would alter the jets made from the same arguments (the cache key includes it).
 GENERATOR_VERSION = "2"
@@ -47,13 +51,13 @@ def pythia_seed(seed: int, shard: int, class_index: int, chunk: int) -> int:
     shards) ever share a Pythia seed; the run seed shifts the whole map.
     """
     if not (0 <= class_index < MAX_CLASSES and 0 <= chunk < MAX_CHUNKS and shard >= 0 and seed >= 0):
-        raise ValueError(
+        raise UsageError(
             f"seed {seed}, shard {shard}, class {class_index}, chunk {chunk} out of range "
             f"(classes < {MAX_CLASSES}, chunks per class and shard < {MAX_CHUNKS})"
         )
     stream = (shard * MAX_CLASSES + class_index) * MAX_CHUNKS + chunk
     if stream >= PYTHIA_SEED_MAX:
-        raise ValueError(
+        raise UsageError(
             f"shard {shard} too large: at most {PYTHIA_SEED_MAX // (MAX_CLASSES * MAX_CHUNKS)} shards"
         )
     return 1 + (stream * _SEED_MULT + seed * _SEED_STEP) % PYTHIA_SEED_MAX
@@ -103,14 +107,14 @@ def plan(
     """The chunks of a run: ``n_jets`` balanced over the classes, then over shards, then chunks."""
     n_classes = len(recipe.classes)
     if n_jets < n_classes:
-        raise ValueError(f"--jets {n_jets}: need at least one jet per class ({n_classes} classes)")
+        raise UsageError(f"--jets {n_jets}: need at least one jet per class ({n_classes} classes)")
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
+        raise UsageError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
     per_class = n_jets // n_classes
     tasks: list[Task] = []
     for shard in shards if shards is not None else range(num_shards):
         if not 0 <= shard < num_shards:
-            raise ValueError(f"--shard {shard} outside 0..{num_shards - 1}")
+            raise UsageError(f"--shard {shard} outside 0..{num_shards - 1}")
         n_shard = split(per_class, num_shards)[shard]
         n_chunks = max(1, -(-n_shard // chunk_size))
         for chunk, n in enumerate(split(n_shard, n_chunks)):
@@ -146,6 +150,7 @@ def run_task(task: Task) -> dict:
     torch.set_num_threads(1)
     from jettag.data.generate.chunk import generate_chunk
     from jettag.data.generate.clustering import warm_up
+    from jettag.data.store import write_store
 
     warm_up()
 
@@ -179,6 +184,11 @@ def run_task(task: Task) -> dict:
     return stats
 
 
+def require_generate() -> None:
+    """Raise ``MissingExtraError`` (one line naming the extra) unless Pythia 8 and FastJet import."""
+    require_extra("generate", "generation")
+
+
 def _jsonable(obj):
     """Recipe fields for JSON: an open window edge (inf) is written as the string "inf"."""
     if isinstance(obj, dict):
@@ -210,7 +220,7 @@ def _check_run_config(out: Path, config: dict) -> None:
             diff = {
                 k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)
             }
-            raise ValueError(
+            raise UsageError(
                 f"{out}: holds a different run (differences {diff}); use another --out directory"
             )
         return
@@ -238,11 +248,9 @@ def generate(
     The jets depend on (recipe, n_jets, seed, detector, num_shards, chunk_size, mpi) and never on
     ``workers`` or on interruptions.
     """
-    from tqdm import tqdm
-
+    require_generate()  # before any file or worker exists: a missing extra costs one line, nothing else
     rec = get_recipe(recipe)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "recipe": recipe,
         "jets": n_jets,
@@ -256,22 +264,37 @@ def generate(
     tasks = plan(
         rec, n_jets, out, seed, detector, None if shard is None else [shard], num_shards, chunk_size, mpi
     )
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     _check_run_config(out, config)
-    for task in tasks:  # temporary files of a killed run (never valid data); other shards' are left alone
-        for stale in (Path(task.path + ".tmp"), task.stats_path.with_suffix(".tmp")):
-            stale.unlink(missing_ok=True)
     start = time.perf_counter()
+    try:
+        _run_tasks(tasks, workers, progress, f"generate {recipe}")
+    except BaseException:
+        _clean_failed_run(out, tasks, created)
+        raise
+    manifest = _manifest(rec, config, tasks, time.perf_counter() - start, workers, shard)
+    name = "manifest.json" if shard is None else f"manifest-s{shard:04d}.json"
+    tmp = out / (name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / name)
+    return manifest
+
+
+def _temporary_files(task: Task) -> tuple[Path, Path]:
+    """The files a chunk is written through before its atomic rename (never valid data)."""
+    return Path(task.path + ".tmp"), task.stats_path.with_suffix(".tmp")
+
+
+def _run_tasks(tasks: list[Task], workers: int, progress: bool, desc: str) -> None:
+    """Make the chunks that do not exist yet, on ``workers`` processes."""
+    for task in tasks:  # temporary files of a killed run; other shards' are left alone
+        for stale in _temporary_files(task):
+            stale.unlink(missing_ok=True)
     todo = [t for t in tasks if not Path(t.path).exists()]
     done_jets = sum(t.n_jets for t in tasks) - sum(t.n_jets for t in todo)
-    bar = tqdm(
-        total=sum(t.n_jets for t in tasks),
-        initial=done_jets,
-        unit="jet",
-        disable=not progress,
-        desc=f"generate {recipe}",
-        smoothing=0.1,
-    )
-    try:
+    with progress_report(total=sum(t.n_jets for t in tasks), initial=done_jets, unit="jet", desc=desc,
+                         enabled=progress) as bar:
         if workers <= 1 or len(todo) <= 1:
             for task in todo:
                 run_task(task)
@@ -281,21 +304,34 @@ def generate(
             with ctx.Pool(min(workers, len(todo))) as pool:
                 for stats in pool.imap_unordered(run_task, todo):
                     bar.update(stats["jets"])
-    finally:
-        bar.close()
-    manifest = _manifest(rec, config, tasks, time.perf_counter() - start, workers, shard)
-    name = "manifest.json" if shard is None else f"manifest-s{shard:04d}.json"
-    tmp = out / (name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / name)
-    return manifest
+
+
+def _clean_failed_run(out: Path, tasks: list[Task], created: bool) -> None:
+    """After a failed or interrupted run: remove what only a finished chunk may leave.
+
+    Temporary files and the stats of chunks whose jets were not written go; finished chunks stay
+    (the next run with the same arguments resumes from them). If this call created ``out`` and no
+    chunk was finished, ``out`` is removed altogether, so a failed first attempt leaves no cache
+    entry and no ``run.json`` behind.
+    """
+    for task in tasks:
+        for path in _temporary_files(task):
+            path.unlink(missing_ok=True)
+        if not Path(task.path).exists():
+            task.stats_path.unlink(missing_ok=True)
+    if created and {p.name for p in out.iterdir()} <= {"run.json"}:
+        (out / "run.json").unlink(missing_ok=True)
+        try:
+            out.rmdir()
+        except OSError:  # another shard's process wrote into it meanwhile: keep it
+            pass
 
 
 def _manifest(
     rec: Recipe, config: dict, tasks: list[Task], wall_s: float, workers: int, shard: int | None
 ) -> dict:
     stats = [json.loads(t.stats_path.read_text()) if t.stats_path.exists() else None for t in tasks]
-    missing = [Path(t.path).name for t, s in zip(tasks, stats) if s is None]
+    missing = [Path(t.path).name for t, s in zip(tasks, stats) if s is None or not Path(t.path).exists()]
     per_class: dict[str, dict] = {}
     for spec in rec.classes:
         rows = [s for s in stats if s is not None and s["class"] == spec.name]

@@ -1,0 +1,75 @@
+"""A real install: build the wheel, install it into a fresh environment, run ``jettag`` from elsewhere.
+
+Guards what an editable install hides: the recipes must travel inside the wheel (package data) and
+be found from any directory. No network: the wheel is built from a copy of the sources without
+build isolation, and the new environment sees the dependencies already installed for this test
+run through a ``.pth`` file, never the source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from jetfactory import random_jets
+
+from jettag.data.store import write_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_trains_from_a_recipe_name(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JETTAG_CONFIGS", "PYTHONHOME")}
+    # a copy of what the sdist holds, so that the build leaves nothing in the checkout
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    shutil.copytree(REPO / "src", source / "src", ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    wheels = tmp_path / "wheels"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+          "-w", str(wheels), str(source)], tmp_path, env)
+    (wheel,) = wheels.glob("jettag-*.whl")
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
+    python = venv / "bin" / "python"
+    purelib = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                        tmp_path, env).stdout.strip())
+    # the dependencies of this test run (torch, awkward, ...), appended after the venv's own packages
+    deps = [p for p in [*site.getsitepackages(), sysconfig.get_path("purelib")] if Path(p).is_dir()]
+    (purelib / "_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index"]
+    # `pip install 'jettag[generate,onnx]'`: every dependency and extra resolves (to what is installed)
+    _run([*pip, "--dry-run", f"{wheel}[generate,onnx]"], tmp_path, env)
+    _run([*pip, "--no-deps", "-q", str(wheel)], tmp_path, env)
+
+    work = tmp_path / "elsewhere"  # neither the checkout nor the venv
+    work.mkdir()
+    where = _run([str(python), "-c", "import jettag; print(jettag.__file__)"], work, env).stdout.strip()
+    assert Path(where).is_relative_to(venv), where
+
+    jettag = str(venv / "bin" / "jettag")
+    models = _run([jettag, "models", "--no-flops"], work, env).stdout
+    assert "mipart" in models and "pfn" in models
+
+    data = tmp_path / "tiny.parquet"
+    write_store(data, random_jets(64, seed=3, max_len=12), ["QCD", "top"], "random")
+    run_dir = work / "run"
+    _run([jettag, "train", "top_pfn", f"data.path={data}", "train.max_steps=2", "data.max_len=12",
+          "batch_size=16", "progress=false", "--run-dir", str(run_dir)], work, env)
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.safetensors").is_file()
