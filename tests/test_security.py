@@ -95,7 +95,7 @@ def test_pickled_hdf5_attribute_never_runs(tmp_path, top_jets, fmt, node, attr, 
     rc_convert = main(["convert", str(path), "--out", str(out)])
     assert not live.exists(), "a pickle in an HDF5 attribute ran during inspect/convert"
     if needed:  # the attribute is part of the layout: refused with a one-line error
-        assert (rc_inspect, rc_convert) == (1, 1)
+        assert (rc_inspect, rc_convert) == (2, 2)  # bad input
         with pytest.raises(JetDataError, match="evil_top"):
             formats.read_jets(path)
     else:  # irrelevant to jettag: the file reads to exactly the jets written
@@ -134,8 +134,8 @@ def test_object_npz_refused(tmp_path):
     x[0, 0, 0] = MarkerPayload(live)
     np.savez(tmp_path / "evil.npz", X=x, y=np.zeros(2))
     assert_live(lambda: np.load(tmp_path / "evil.npz", allow_pickle=True)["X"], live)
-    assert main(["inspect", str(tmp_path / "evil.npz")]) == 1
-    assert main(["convert", str(tmp_path / "evil.npz"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["inspect", str(tmp_path / "evil.npz")]) == 2  # bad input
+    assert main(["convert", str(tmp_path / "evil.npz"), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(JetDataError, match=r"evil\.npz: array 'X' holds Python objects"):
         formats.read_jets(tmp_path / "evil.npz")
     assert not live.exists()

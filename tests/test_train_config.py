@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -40,6 +43,15 @@ def _store(path: Path, n: int = 120, seed: int = 3, labels: np.ndarray | None = 
         jets = ak.with_field(jets, labels.astype(np.int32), "label")
     write_store(path, jets, ["QCD", "top"], "random")
     return path
+
+
+def cli_error(argv: list[str], pattern: str) -> None:
+    """``jettag`` refuses ``argv`` the way a user sees it: exit 2 and one stderr line matching."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    lines = err.getvalue().splitlines()
+    assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +121,7 @@ def test_bad_optimizer_fails_fast_before_generation(tmp_path: Path, monkeypatch:
     args = ["train", "top_mipart", "optimizer=adamw_typo", "data.path=generate:top:100000",
             "--run-dir", str(run)]
     t0 = time.perf_counter()
-    with pytest.raises(SystemExit, match=r"train\.optimizer: unknown value 'adamw_typo'"):
-        main(args)
+    cli_error(args, r"train\.optimizer: unknown value 'adamw_typo'")
     # the trainer checks too, for configs that did not come through resolve()
     cfg = apply_overrides(load_recipe("top_mipart"), ["optimizer=adamw_typo"])
     with pytest.raises(ConfigError, match=r"train\.optimizer"):
@@ -226,8 +237,7 @@ def test_second_run_into_same_directory_refused_overwrite_replaces(store: Path, 
     log = (run / "log.csv").read_text()
     (run / "report").mkdir()
     (run / "report" / "results.md").write_text("old report")
-    with pytest.raises(SystemExit, match=r"already holds a run .*--resume.*--overwrite"):
-        main(args)
+    cli_error(args, r"already holds a run .*--resume.*--overwrite")
     assert (run / "log.csv").read_text() == log  # untouched
     assert main([*args, "--overwrite"]) == 0
     new_log = (run / "log.csv").read_text()
@@ -235,11 +245,9 @@ def test_second_run_into_same_directory_refused_overwrite_replaces(store: Path, 
     assert not (run / "report").exists()
     # --overwrite deletes only what a run writes
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match=r"no jettag run writes \(notes\.txt\)"):
-        main([*args, "--overwrite"])
+    cli_error([*args, "--overwrite"], r"no jettag run writes \(notes\.txt\)")
     assert (run / "notes.txt").read_text() == "mine" and (run / "log.csv").exists()
-    with pytest.raises(SystemExit, match="give one of them"):
-        main([*args, "--overwrite", "--resume", str(run)])
+    cli_error([*args, "--overwrite", "--resume", str(run)], "give one of them")
 
 
 def test_overwrite_is_in_help(capsys: pytest.CaptureFixture) -> None:
@@ -256,12 +264,11 @@ def test_resume_without_checkpoint_explains(tmp_path: Path, monkeypatch: pytest.
     run = tmp_path / "killed"
     (run / "checkpoints").mkdir(parents=True)
     save_config(resolve("top_mipart"), run / "config.yaml")  # data: generate:top:100000
-    with pytest.raises(ckpt.CheckpointError,
-                       match=r"killed has no checkpoint yet \(killed before the first save\).*--overwrite"):
-        main(["train", "--resume", str(run)])
+    cli_error(["train", "--resume", str(run)],
+              r"killed has no checkpoint yet \(killed before the first save\).*--overwrite")
     assert not cache.exists()  # refused before generating the data
-    with pytest.raises(SystemExit, match=r"train\.optimizer"):  # --resume overrides are checked as well
-        main(["train", "--resume", str(run), "optimizer=nope"])
+    # --resume overrides are checked as well
+    cli_error(["train", "--resume", str(run), "optimizer=nope"], r"train\.optimizer")
 
 
 @pytest.fixture(scope="module")
@@ -290,13 +297,11 @@ def test_checkpoint_json_fields_checked(resumable: Path, edit, message: str) -> 
     meta = json.loads(path.read_text())
     edit(meta)
     path.write_text(json.dumps(meta))
-    with pytest.raises(ckpt.CheckpointError, match=f"last.json: {message}"):
-        main(["train", "--resume", str(resumable)])
+    cli_error(["train", "--resume", str(resumable)], f"last.json: {message}")
 
 
 def test_resume_refuses_other_best_metric(resumable: Path) -> None:
-    with pytest.raises(SystemExit, match="chose its best checkpoint by 'loss'"):
-        main(["train", "--resume", str(resumable), "best_metric=auc"])
+    cli_error(["train", "--resume", str(resumable), "best_metric=auc"], "chose its best checkpoint by 'loss'")
     assert main(["train", "--resume", str(resumable), "max_steps=null"]) == 0
 
 
