@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = (
     "demo",
+    "study",
     "generate",
     "convert",
     "inspect",
