@@ -145,6 +145,14 @@ def test_killed_run_is_resumed(quick: dict[str, Any], store: Path, tmp_path: Pat
     m, ref = done["results"][0]["metrics"], quick["results"]["runs"][1]["metrics"]
     assert (m["acc"], m["auc"]) == (ref["acc"], ref["auc"])
 
+    # changed options (what ``jettag demo`` asks for): trained anew from an emptied directory
+    spy.calls.clear()
+    run_study(study, out, **kwargs, extra=["train.lr=2e-3"], retrain_changed=True)
+    assert spy.calls == [("pfn-s1", False)]
+    assert "train.lr=2e-3" in read_marker(run_dir)["overrides"]
+    val_rows = [line for line in (run_dir / "log.csv").read_text().splitlines() if ",val," in line]
+    assert len(val_rows) == 1  # the old run's log went with its directory's run files
+
 
 def _chain_study(store: Path) -> Study:
     def plan(scale: str, seeds: Any) -> list[RunSpec]:
@@ -189,3 +197,9 @@ def test_bad_studies_and_selections_fail_in_one_line(store: Path, tmp_path: Path
     with pytest.raises(SystemExit, match="unknown study 'nope'"):
         main(["study", "nope"])
     assert not any(tmp_path.iterdir())  # nothing was trained or written
+    # a directory holding a run the study did not make is not taken over
+    (tmp_path / "runs" / "pfn-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "pfn-s0" / "config.yaml").write_text("model: {name: pfn}\n")
+    with pytest.raises(StudyError, match=r"pfn-s0: holds a run of another command \(not a run of this study"):
+        run_study(top, tmp_path, scale="quick", only=["pfn"], data_paths={"top": str(store)})
+    assert [p.name for p in (tmp_path / "runs" / "pfn-s0").iterdir()] == ["config.yaml"]

@@ -6,10 +6,11 @@ reused from the cache on later runs). Every model trains on the same train split
 (accuracy, AUC, Rej50, Rej30, parameters, training jets/s) is printed and written with ROC curves
 and score plots to ``<out>/report``.
 
-This is the ``top`` study (``jettag study top``) with one seed and the runs in ``<out>/<model>``;
-a rerun reuses the finished runs. Scales: ``cpu`` (default) finishes in < 15 min on a 2-core
-laptop from an empty cache; ``gpu`` and ``full`` (300k train / 100k test jets, the seed papers'
-order of magnitude) are for a GPU; ``--quick`` is a smoke test of the whole chain in under a minute.
+This is the ``top`` study (``jettag study top``) with one seed and the runs in ``<out>/<model>``:
+a rerun reuses the finished runs, resumes a killed one, and trains anew a run whose options
+changed. Scales: ``cpu`` (default) finishes in < 15 min on a 2-core laptop from an empty cache;
+``gpu`` and ``full`` (300k train / 100k test jets, the seed papers' order of magnitude) are for a
+GPU; ``--quick`` is a smoke test of the whole chain in under a minute.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         done = run_study(study, args.out, scale=scale, seeds=[args.seed], only=models, runs=runs,
                          runs_dir=args.out, n_jets=n_jets, extra=args.set, workers=args.workers,
-                         progress=not args.no_progress, tag="demo",
+                         progress=not args.no_progress, tag="demo", retrain_changed=True,
                          title=f"jettag demo ({scale} scale): top vs QCD, {n_jets} generated jets")
     except StudyError as err:
         raise SystemExit(f"jettag demo: {err}") from None

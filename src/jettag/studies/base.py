@@ -15,7 +15,8 @@ Each run directory holds ``study.json``: the run's recipe, overrides and command
 (``training`` -> ``trained`` -> ``finished`` with the metrics; the test-set predictions are in
 ``predictions.parquet``). A rerun reuses finished runs, resumes a killed one from its ``last``
 checkpoint (``train(..., resume=True)``), and refuses a directory whose recorded recipe or
-overrides differ from what it would run now, so old results never pass for a changed recipe.
+overrides differ from what it would run now (or that holds a run without ``study.json``), so old
+results never pass for a changed recipe; ``retrain_changed`` trains such runs anew instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from typing import Any
 SCALES = ("quick", "cpu", "gpu", "full")
 MARKER = "study.json"
 PREDICTIONS = "predictions.parquet"
+#: what a run directory holds (the trainer's files and the study's); emptied before a fresh run
+RUN_FILES = ("checkpoints", "config.yaml", "log.csv", "tensorboard", MARKER, PREDICTIONS)
 
 
 class StudyError(ValueError):
@@ -182,8 +186,12 @@ def _write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
 
 
 def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = True,
-            log: Callable[[str], None] = print, tag: str = "study") -> dict[str, Any]:
+            log: Callable[[str], None] = print, tag: str = "study", retrain_changed: bool = False
+            ) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and score it on its test split.
+
+    A directory that holds a run of another command (or a run without ``study.json``) is refused,
+    or with ``retrain_changed`` emptied of its run files and trained anew.
 
     Returns ``{"name", "model" (the group), "labels", "probs", "metrics", "classes", "record"}``;
     ``record["status"]`` is ``reused``, ``evaluated``, ``resumed`` or ``trained``.
@@ -195,9 +203,17 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
 
     command = train_command(run.recipe, overrides, run_dir)
     marker = read_marker(run_dir)
-    if marker is not None and (marker["recipe"], marker["overrides"]) != (run.recipe, overrides):
-        raise StudyError(f"{run_dir}: holds a run of another command ({marker.get('command')}); this study "
-                         f"would run: {command}. Delete the directory or choose another --out")
+    if marker is None:
+        other = any((run_dir / f).exists() for f in RUN_FILES)
+    else:
+        other = (marker["recipe"], marker["overrides"]) != (run.recipe, overrides)
+    if other and not retrain_changed:
+        was = marker["command"] if marker else "not a run of this study: no study.json"
+        raise StudyError(f"{run_dir}: holds a run of another command ({was}); this study would run: "
+                         f"{command}. Delete the directory or choose another --out")
+    if other:
+        log(f"[{tag}] {run.name}: {run_dir} holds a run of another command; training it anew")
+        marker = None
     status = marker["status"] if marker else None
     record = {"group": run.group, "seed": run.seed, "command": command, "run_dir": str(run_dir)}
     if status == "finished" and (run_dir / PREDICTIONS).is_file():
@@ -217,6 +233,12 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
         how = "resumed" if resume else "trained"
         log(f"[{tag}] {'resuming' if resume else 'training'} {run.name} ({cfg['train']['epochs']} epochs) "
             f"-> {run_dir}")
+        if not resume:  # a fresh run starts from an empty directory: no old checkpoint to resume later
+            for f in RUN_FILES:
+                if (run_dir / f).is_dir():
+                    shutil.rmtree(run_dir / f)
+                elif (run_dir / f).exists():
+                    (run_dir / f).unlink()
         _write_marker(run_dir, marker)
         summary = train(cfg, run_dir, resume=resume)
         marker.update(status="trained", jets_per_s=summary["jets_per_s"])
@@ -250,13 +272,15 @@ def run_study(
     invocation: str = "",
     tag: str | None = None,
     log: Callable[[str], None] = print,
+    retrain_changed: bool = False,
 ) -> dict[str, Any]:
     """Run (or finish) ``study`` into ``out`` and write ``<out>/report``; returns ``{"files" (the
     report's), "results" (the reported runs), "timings", "report" (its directory)}``.
 
     ``seeds`` default to the scale's count (0, 1, ...); ``runs`` replace ``study.plan(scale, seeds)``;
     ``runs_dir`` defaults to ``<out>/runs``; ``data_paths[name]`` replaces a dataset by a path;
-    ``extra`` are overrides for every run; ``invocation`` heads ``commands.sh``.
+    ``extra`` are overrides for every run; ``invocation`` heads ``commands.sh``;
+    ``retrain_changed`` retrains runs whose directory holds another command's run (else refused).
     """
     from jettag.evaluate.report import write_report
     from jettag.train.config import ConfigError, resolve
@@ -304,7 +328,7 @@ def run_study(
     results = []
     for r in plan:
         t0 = time.perf_counter()
-        res = run_one(r, overrides[r.name], runs_dir / r.name, progress, log, tag)
+        res = run_one(r, overrides[r.name], runs_dir / r.name, progress, log, tag, retrain_changed)
         timings[f"train_{r.name}_s"] = time.perf_counter() - t0
         if r.report and (only is None or r.group in only):
             results.append(res)
