@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 
 from jettag.studies.base import SCALES
 from jettag.studies.top import MODELS
@@ -46,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
     # one seed: one run per model, named by the model, directly under --out (the demo's layout)
     runs = [dataclasses.replace(r, name=r.group) for r in study.plan(scale, [args.seed])]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    invocation = ["jettag", "demo", "--scale", scale, "--n-jets", str(n_jets), "--models", ",".join(models),
+                  "--seed", str(args.seed), "--out", args.out, *(["--set", *args.set] if args.set else [])]
     try:
         done = run_study(study, args.out, scale=scale, seeds=[args.seed], only=models, runs=runs,
                          runs_dir=args.out, n_jets=n_jets, extra=args.set, workers=args.workers,
                          progress=not args.no_progress, tag="demo", retrain_changed=True,
+                         invocation=shlex.join(invocation),
                          title=f"jettag demo ({scale} scale): top vs QCD, {n_jets} generated jets")
     except StudyError as err:
         raise SystemExit(f"jettag demo: {err}") from None

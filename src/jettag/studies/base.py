@@ -198,6 +198,7 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
     """
     from jettag.commands.evaluate import evaluate_run
     from jettag.evaluate.report import read_predictions, write_predictions
+    from jettag.train import distributed as D
     from jettag.train.config import resolve
     from jettag.train.trainer import train
 
@@ -243,14 +244,15 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
         summary = train(cfg, run_dir, resume=resume)
         marker.update(status="trained", jets_per_s=summary["jets_per_s"])
         _write_marker(run_dir, marker)
-    res = evaluate_run(run_dir)
+    device = D.pick_device(cfg["train"]["device"])  # score where it trained (a GPU study on the GPU)
+    res = evaluate_run(run_dir, info=D.DistInfo(device=device))
     metrics = {**res["metrics"], "jets_per_s": marker["jets_per_s"], "epochs": cfg["train"]["epochs"]}
     write_predictions(run_dir / PREDICTIONS, res["labels"], res["probs"], res["classes"])
     marker.update(status="finished", metrics=metrics)
     _write_marker(run_dir, marker)
     m = metrics
     log(f"[{tag}] {run.name}: acc {m['acc']:.4f} AUC {m['auc']:.4f} "
-        + " ".join(f"{k.capitalize()} {v:.1f}" for k, v in m.items() if k.startswith("rej")))
+        + " ".join(f"R{k[1:]} {v:.1f}" for k, v in m.items() if k.startswith("rej")))
     return {"name": run.name, "model": run.group, "labels": res["labels"], "probs": res["probs"],
             "metrics": metrics, "classes": res["classes"], "record": {**record, "status": how}}
 
