@@ -34,7 +34,7 @@ def cli(*args: str) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("cli_errors")
-    write_toplandscape(d / "nan.h5", random_jets(80, seed=7, max_len=20), nan_at=(5, 2))  # enough for 3 splits
+    write_toplandscape(d / "nan.h5", random_jets(80, seed=7, max_len=20), nan_at=(5, 2))  # 3 splits
     store.write_store(d / "tiny.parquet", random_jets(400, seed=8, max_len=16), ["QCD", "top"], "random")
     return {"nan": d / "nan.h5", "tiny": d / "tiny.parquet"}
 

@@ -22,6 +22,7 @@ from jettag.errors import DROP_INVALID_ADVICE, EXIT_BAD_INPUT, EXIT_FAILED, EXIT
 
 COMMANDS = (
     "demo",
+    "study",
     "generate",
     "convert",
     "inspect",

@@ -1,4 +1,4 @@
-"""Figures of an evaluation report: ROC curves, score distributions, confusion matrices.
+"""Figures of an evaluation report: ROC curves, score distributions, confusion matrices, metrics per row.
 
 ROC curves are drawn as the seed papers draw them: background rejection (1/FPR, log scale) against
 signal efficiency, one line per run group. Figures are ``matplotlib.figure.Figure`` objects saved
@@ -78,6 +78,33 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title
                     color="white" if matrix[i, j] > 0.5 else "black")
     ax.set_title(title, fontsize="small")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_group_metrics(
+    aggregate: Mapping[str, Mapping[str, tuple[float, float]]],
+    keys: Sequence[str],
+    path: Path,
+    n_runs: Mapping[str, int],
+) -> Path:
+    """One panel per metric: each table row's mean with its std over runs as an error bar."""
+    names = list(aggregate)
+    width = (1.5 + 0.7 * len(names)) * len(keys)
+    fig = Figure(figsize=(width, 3.8))
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    x = np.arange(len(names))
+    for ax, key in zip(axes[0], keys):
+        mean = np.array([aggregate[n][key][0] if key in aggregate[n] else np.nan for n in names])
+        std = np.array([aggregate[n][key][1] if key in aggregate[n] else np.nan for n in names])
+        ax.errorbar(x, mean, yerr=std, fmt="o", capsize=4)
+        ax.set_xticks(x, [f"{n}\n(n={n_runs[n]})" for n in names], fontsize="x-small")
+        ax.set_ylabel(key)
+        ax.grid(True, axis="y", alpha=0.3)
+        if key.startswith("rej") and np.all(np.isfinite(mean)) and np.all(mean > 0):
+            ax.set_yscale("log")
+    fig.suptitle("mean ± std over runs (seeds)", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

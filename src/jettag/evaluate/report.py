@@ -36,6 +36,18 @@ def write_predictions(path: Path, labels: np.ndarray, probs: np.ndarray, classes
     return path
 
 
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, probs, classes) of a file written by ``write_predictions``."""
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(b"jettag", b"{}"))
+    if "classes" not in meta:
+        raise ValueError(f"{path}: not a jettag predictions file (no 'jettag' classes metadata)")
+    classes = list(meta["classes"])
+    labels = table.column("label").to_numpy().astype(np.int64)
+    probs = np.stack([table.column(f"score_{c}").to_numpy() for c in classes], axis=1).astype(np.float64)
+    return labels, probs, classes
+
+
 def _fmt(key: str, mean: float, std: float | None) -> tuple[str, str]:
     """(markdown, latex) text of one cell, with a precision that suits the metric."""
     if math.isinf(mean):
@@ -94,12 +106,17 @@ def write_report(
     classes: Sequence[str],
     extra_columns: Sequence[str] = (),
     title: str = "",
+    meta: dict[str, Any] | None = None,
+    notes: str = "",
 ) -> dict[str, Path]:
     """Report directory: ``results.md``, ``results.tex``, ``results.json``, ``roc.png``,
-    ``scores_<run>.png`` and for multi-class ``confusion_<run>_{true,pred}.png``.
+    ``summary.png`` (AUC and rejection per row, mean ± std), ``scores_<run>.png`` and for
+    multi-class ``confusion_<run>_{true,pred}.png``.
 
     ``results`` items: ``{"name", "model", "labels", "probs", "metrics"}`` (+ extra metric keys such
-    as ``params``/``jets_per_s`` inside ``metrics``).
+    as ``params``/``jets_per_s`` inside ``metrics``); ``model`` is the table row, so runs that share
+    it are aggregated. An optional ``record`` dict of an item is copied into its ``results.json``
+    entry, ``meta`` into the top level of ``results.json``; ``notes`` (Markdown) follow the table.
     """
     from jettag.evaluate import plots
 
@@ -112,13 +129,17 @@ def write_report(
     n_test = len(results[0]["labels"])
     head = f"# {title or 'Evaluation'}\n\nclasses: {', '.join(classes)}; test jets: {n_test}\n\n"
     files = {"md": out_dir / "results.md", "tex": out_dir / "results.tex", "json": out_dir / "results.json"}
-    files["md"].write_text(head + md)
+    files["md"].write_text(head + md + (f"\n{notes.strip()}\n" if notes.strip() else ""))
     files["tex"].write_text(tex)
+    aggregate = {m: M.mean_std(runs) for m, runs in rows.items()}
     summary = {
+        **(meta or {}),
         "classes": list(classes),
         "n_test": n_test,
-        "runs": [{"name": r["name"], "model": r["model"], "metrics": r["metrics"]} for r in results],
-        "aggregate": {m: {k: list(v) for k, v in M.mean_std(runs).items()} for m, runs in rows.items()},
+        "runs": [{"name": r["name"], "model": r["model"], "metrics": r["metrics"], **r.get("record", {})}
+                 for r in results],
+        "aggregate": {m: {k: list(v) for k, v in agg.items()} for m, agg in aggregate.items()},
+        "n_runs": {m: len(runs) for m, runs in rows.items()},
     }
     files["json"].write_text(json.dumps(summary, indent=1, default=float))
 
@@ -139,4 +160,7 @@ def write_report(
                     M.normalise_confusion(counts, by), classes, out_dir / f"confusion_{safe}_{by}.png",
                     f"{r['name']} ({what})")
     files["roc"] = plots.plot_rejection(curves, out_dir / "roc.png", f"{classes[sig]} vs {classes[bkg]}")
+    shown = [c for c in columns if c == "auc" or c.startswith("rej")]
+    files["summary"] = plots.plot_group_metrics(aggregate, shown, out_dir / "summary.png",
+                                                {m: len(runs) for m, runs in rows.items()})
     return files
