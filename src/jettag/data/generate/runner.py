@@ -30,7 +30,7 @@ from jettag.data.generate.recipes import Recipe, get_recipe
 from jettag.data.store import write_store
 
 # Bump when a change would alter the jets made from the same arguments (the cache key includes it).
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 DEFAULT_CHUNK_SIZE = 1000
 
 MAX_CLASSES = 16
