@@ -44,7 +44,7 @@ def reference_tree(px, py, pz, e, ln_kt_min=None, ln_delta_min=None) -> tuple[np
     edges: list[tuple[int, int]] = []
 
     def log(x: float) -> float:
-        return math.log(max(x, 1e-8))
+        return math.log(max(x, 1e-30))
 
     def walk(pj, parent: int) -> None:
         while True:
@@ -67,7 +67,7 @@ def reference_tree(px, py, pz, e, ln_kt_min=None, ln_delta_min=None) -> tuple[np
             psi = math.copysign(math.pi / 2, dy) if dy != 0 else 0.0
         me = len(nodes)
         nodes.append([log(j2.pt() * delta), log(delta), log(j2.pt() / (j1.pt() + j2.pt())),
-                      0.5 * math.log(max(abs((j1 + j2).m2()), 1e-16)), psi])
+                      0.5 * math.log(max(abs((j1 + j2).m2()), 1e-60)), psi])
         if parent >= 0:
             edges.append((parent, me))
         walk(j1, me)
@@ -167,6 +167,26 @@ def test_small_jets_tie_and_wrap() -> None:
     assert ak.to_numpy(trees.features[4][:, 1]).max() < np.log(0.5)
 
 
+def test_pt_tie_under_the_kt_cut_follows_fastjets_first_parent() -> None:
+    """Branches A = a1 + a2 and B = b1 + b2 with bit-identical pT (same px, py; other rapidities). The
+    root fails the kt cut (A and B are nearly back-to-back in phi inside, so their pT is small) while
+    A's and B's declusterings pass it: which branch the walk follows is decided by the tie, and it
+    shows in the sign of psi of the one node kept."""
+    pt, phi = np.array([100.0, 80.0, 100.0, 80.0]), np.array([-1.5, 1.5, -1.5, 1.5])
+    y = np.array([2.1, 1.9, -2.1, -1.85])  # A merges before B (Delta 3.007 < 3.010)
+    px, py, pz, e = kin.from_pt_y_phi_m(pt, y, phi, np.zeros(4))
+    px[2:], py[2:] = px[:2], py[:2]  # bit-identical transverse momenta, so pT(A) == pT(B)
+    jets = make_jets(ak.Array([px]), ak.Array([py]), ak.Array([pz]), ak.Array([e]), label=np.zeros(1))
+    check_against_reference(jets)
+    check_against_reference(jets, ln_kt_min=math.log(150.0))
+    full = ak.to_numpy(lund_trees(jets).features[0])
+    assert full[0, 0] < math.log(150.0) < full[1:, 0].min()  # the root fails the cut, A and B pass
+    (kept,) = ak.to_numpy(lund_trees(jets, ln_kt_min=math.log(150.0)).features[0])
+    # FastJet's first parent of the root is A (created first): psi = atan(-0.2 / 3) (B's is positive);
+    # 1e-6: rapidities and azimuths of float32 momenta
+    assert kept[4] == pytest.approx(math.atan(-0.2 / 3.0), abs=1e-6)
+
+
 def test_features_are_the_documented_quantities_for_two_particles() -> None:
     # two massless particles at (y, phi) = (0, 0) and (0.3, 0.4) with pT 100 and 20
     px, py, pz, e = kin.from_pt_eta_phi_m(np.array([100.0, 20.0]), np.array([0.0, 0.3]),
@@ -194,6 +214,11 @@ def test_bad_input_gets_the_store_error(tmp_path: Path) -> None:
     with pytest.raises(JetDataError, match=r"f\.parquet: field 'part_py' has NaN/inf values in 1 jet\(s\), "
                                            r"first at row 2"):
         lund_trees(bad, source="f.parquet")
+    beam = make_jets(ak.Array([[100.0, 0.0]]), ak.Array([[0.0, 0.0]]), ak.Array([[10.0, 30.0]]),
+                     ak.Array([[float(np.hypot(100.0, 10.0)), 30.0]]), label=np.zeros(1))
+    with pytest.raises(JetDataError, match=r"f\.parquet: fields 'part_px', 'part_py': 1 jet\(s\) have a "
+                                           r"constituent with pT = 0 \(along the beam\), first at row 0"):
+        lund_trees(beam, source="f.parquet")
     for broken, row in ((bad, 2), (empty, 3)):  # the kind checks the jets before building anything
         with pytest.raises(JetDataError, match=f"f\\.parquet: .* row {row}"):
             get_kind("lund").build(broken, {"path": str(tmp_path)}, create_model("lundnet5"),

@@ -12,7 +12,7 @@ branch (pT1 > pT2; on an exact tie, FastJet's first parent, the one with the sma
   azimuths are equal, 0 when both differences vanish).
 
 Node features are ``(ln kt, ln Delta, ln z, ln m, psi)`` in that order, float32; the logarithms'
-arguments are clamped to at least 1e-8 (``LOG_FLOOR``), so exactly collinear or massless pairs give
+arguments are clamped to at least 1e-30 (``LOG_FLOOR``), so exactly collinear or massless pairs give
 finite values where the reference code would stop with a math domain error. The reference code
 takes the raw azimuths of FastJet (in [0, 2 pi)) for psi; the wrapped difference used here agrees
 with it except for the rare pairs on either side of phi = 0, where the raw difference is off by
@@ -51,7 +51,7 @@ import numpy as np
 from jettag.data.store import JetDataError
 
 FEATURES = ("ln_kt", "ln_delta", "ln_z", "ln_m", "psi")
-LOG_FLOOR = 1e-8
+LOG_FLOOR = 1e-30  # far below any real value (Pythia makes photons of pT ~ 1e-13 GeV: ln z ~ -35)
 RECLUSTER_RADIUS = 1000.0
 MOMENTA = ("part_px", "part_py", "part_pz", "part_energy")
 # jets per FastJet call: bounds the memory of the intermediate arrays (~2 kB per particle)
@@ -155,6 +155,11 @@ def _momenta(jets: ak.Array, source: str) -> tuple[np.ndarray, ...]:
                                f"row {rows[0]}; pass drop_invalid=True (CLI: --drop-invalid) to drop such "
                                "jets")
         flat.append(values)
+    beam = (flat[0] == 0) & (flat[1] == 0)
+    if beam.any():  # FastJet puts it at rapidity 1e5: C/A with R = 1000 leaves it out of the jet
+        rows = np.unique(np.repeat(np.arange(len(counts)), counts)[beam])
+        raise JetDataError(f"{source}: fields 'part_px', 'part_py': {len(rows)} jet(s) have a constituent "
+                           f"with pT = 0 (along the beam), first at row {rows[0]}; Lund trees need pT > 0")
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         raise JetDataError(f"{source}: {len(empty)} jet(s) have no constituents, first at row {empty[0]}; "
@@ -212,8 +217,8 @@ def _cluster_history(px, py, pz, energy, counts) -> tuple[tuple[np.ndarray, ...]
     return columns, ak.to_numpy(ak.flatten(seq.unique_history_order())).astype(np.int64)
 
 
-def _rapidity(px, py, pz, e, kt2):
-    """Rapidity as FastJet computes it (from the transverse mass, so E ~ |pz| loses no precision)."""
+def _rapidity(pz, e, kt2):
+    """Rapidity as FastJet computes it: from the transverse mass, so E ~ |pz| loses no precision."""
     m2 = (e + pz) * (e - pz) - kt2
     e_plus_pz = e + np.abs(pz)
     rap = 0.5 * np.log((kt2 + np.maximum(m2, 0.0)) / (e_plus_pz * e_plus_pz))
@@ -265,7 +270,7 @@ def _chunk_graphs(px, py, pz, energy, counts, ln_kt_min, ln_delta_min) -> LundGr
     pt1, pt2 = np.where(a_harder, pt_a, pt_b), np.where(a_harder, pt_b, pt_a)
     x1, y1, z1, e1 = qx[i1], qy[i1], qz[i1], qe[i1]
     x2, y2, z2, e2 = qx[i2], qy[i2], qz[i2], qe[i2]
-    dy = _rapidity(x2, y2, z2, e2, pt2 * pt2) - _rapidity(x1, y1, z1, e1, pt1 * pt1)
+    dy = _rapidity(z2, e2, pt2 * pt2) - _rapidity(z1, e1, pt1 * pt1)
     dphi = np.arctan2(x1 * y2 - y1 * x2, x1 * x2 + y1 * y2)  # phi2 - phi1 wrapped to [-pi, pi]
     delta = np.sqrt(dy * dy + dphi * dphi)
     sx, sy, sz, se = x1 + x2, y1 + y2, z1 + z2, e1 + e2
@@ -290,31 +295,19 @@ def _chunk_graphs(px, py, pz, energy, counts, ln_kt_min, ln_delta_min) -> LundGr
         harder[child_node] = a_harder[inner] == child_is_a
 
     node_jet = np.repeat(np.arange(n_jets), node_counts)
-    if ln_kt_min is None and ln_delta_min is None:
-        kept_counts = node_counts
-        local = np.arange(n_nodes) - node_start[node_jet]
-    else:
+    kept = np.ones(n_nodes, bool)
+    if ln_kt_min is not None or ln_delta_min is not None:
         ln_kt_n, ln_delta_n = np.empty(n_nodes), np.empty(n_nodes)
         ln_kt_n[node], ln_delta_n[node] = ln_kt, ln_delta
         kept, parent = _apply_cuts(parent, harder, ln_kt_n, ln_delta_n, ln_kt_min, ln_delta_min)
-        kept_counts = np.bincount(node_jet[kept], minlength=n_jets)
-        local = np.cumsum(kept) - 1 - np.concatenate([[0], np.cumsum(kept_counts)])[node_jet]
-        features, parent, local, node_jet = features[kept], parent[kept], local[kept], node_jet[kept]
-        # parents are indexed among all nodes: map them through ``local`` before it is compacted
-        local_all = np.full(n_nodes, -1, np.int64)
-        local_all[np.flatnonzero(kept)] = local
-        parent = np.where(parent >= 0, local_all[parent], -1)
-        return _assemble(features, kept_counts, parent, local, node_jet, n_jets)
-    parent = np.where(parent >= 0, local[parent], -1)
-    return _assemble(features, kept_counts, parent, local, node_jet, n_jets)
-
-
-def _assemble(features, node_counts, parent_local, local, node_jet, n_jets) -> LundGraphs:
-    """``LundGraphs`` from per-node features, jet-local parent indices (-1: root) and local indices."""
-    child = np.flatnonzero(parent_local >= 0)
-    edges = np.stack([parent_local[child], local[child]], axis=1).astype(np.int32)
+    # kept nodes keep their order; ``local`` is a kept node's index within its jet
+    kept_counts = np.bincount(node_jet[kept], minlength=n_jets)
+    kept_start = np.concatenate([[0], np.cumsum(kept_counts)])
+    local = np.cumsum(kept) - 1 - kept_start[node_jet]
+    child = np.flatnonzero(kept & (parent >= 0))
+    edges = np.stack([local[parent[child]], local[child]], axis=1).astype(np.int32)
     edge_counts = np.bincount(node_jet[child], minlength=n_jets)
-    return LundGraphs(features, np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64), edges,
+    return LundGraphs(features[kept], kept_start.astype(np.int64), edges,
                       np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64))
 
 
