@@ -178,7 +178,8 @@ def main() -> None:
         "",
         f"Verdict: slowest class {worst_cpu:.3f} ms/jet of CPU "
         f"({'within' if worst_cpu <= 0.2 else 'above'} the 0.2 ms/jet target), {worst_wall:.3f} ms/jet "
-        f"wall under the load above; at least {least:.1f}x the per-node reference ({'meets' if least >= 10 else 'misses'} the 10x target).",
+        f"wall under the load above; at least {least:.1f}x the per-node reference "
+        f"({'meets' if least >= 10 else 'misses'} the 10x target).",
         "",
         "Both give the same trees on these jets (node and edge counts per jet equal, sorted node features "
         "within 1e-5): checked by the script on every run. Target: at most 0.2 ms/jet (seed 003 quotes "
