@@ -187,6 +187,19 @@ def test_pt_tie_under_the_kt_cut_follows_fastjets_first_parent() -> None:
     assert kept[4] == pytest.approx(math.atan(-0.2 / 3.0), abs=1e-6)
 
 
+def test_delta_cut_ends_the_branch_even_above_a_wider_declustering() -> None:
+    """C/A is not angular-ordered here: p1 (y 0) and p2 (y 1) merge first (Delta 1), then p3 joins
+    their axis at (0.5, 0) from phi 0.9 (Delta 0.9 < 1). A Delta cut at 0.95 stops the walk at the
+    root, so the wider declustering below it is not a node either."""
+    px, py, pz, e = kin.from_pt_y_phi_m(np.array([100.0, 100.0, 10.0]), np.array([0.0, 1.0, 0.5]),
+                                        np.array([0.0, 0.0, 0.9]), np.zeros(3))
+    jets = make_jets(ak.Array([px]), ak.Array([py]), ak.Array([pz]), ak.Array([e]), label=np.zeros(1))
+    cut = math.log(0.95)
+    full = ak.to_numpy(lund_trees(jets).features[0])
+    assert full[0, 1] < cut < full[1, 1]  # root Delta 0.9, its child's 1.0
+    assert check_against_reference(jets, ln_delta_min=cut) == 0
+
+
 def test_features_are_the_documented_quantities_for_two_particles() -> None:
     # two massless particles at (y, phi) = (0, 0) and (0.3, 0.4) with pT 100 and 20
     px, py, pz, e = kin.from_pt_eta_phi_m(np.array([100.0, 20.0]), np.array([0.0, 0.3]),
@@ -266,6 +279,44 @@ def _eval_model(seed: int = 0):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+def reference_forward(model, features, edges, graph, num_nodes) -> torch.Tensor:
+    """LundNet in eval mode written out per node and per edge, as the reference's DGL code reads."""
+    def bn(m, x):
+        return (x - m.running_mean) / torch.sqrt(m.running_var + m.eps) * m.weight + m.bias
+
+    src, dst = edges.tolist()
+    x = bn(model.bn_fts, features)
+    outputs = []
+    for block in model.edge_convs:
+        new = []
+        for i in range(x.shape[0]):
+            msgs = []
+            for s_, d_ in zip(src, dst):
+                if d_ == i:
+                    e = torch.relu(bn(block.bns[0], block.theta(x[d_] - x[s_]) + block.phi(x[s_])))
+                    msgs.append(torch.relu(bn(block.bns[1], block.fcs[0](e))))
+            agg = torch.stack(msgs).mean(0) if msgs else torch.zeros(block.bns[1].num_features)
+            sc = x[i] if block.sc is None else bn(block.sc_bn, block.sc(x[i]))
+            new.append(torch.relu(agg + sc))
+        x = torch.stack(new)
+        outputs.append(x)
+    lin, _, norm = model.fusion_block
+    x = bn(norm, torch.relu(lin(torch.cat(outputs, dim=1))))
+    pooled = torch.stack([x[graph == b].mean(0) if int(num_nodes[b]) else torch.zeros(x.shape[1])
+                          for b in range(len(num_nodes))])
+    return model.fc(pooled)
+
+
+def test_forward_matches_the_per_node_reference(graph_data) -> None:
+    _, data, _ = graph_data
+    model = _eval_model(2)
+    batch = data.batch(np.arange(6))  # the small jets (0 to 4 nodes) and a random one
+    with torch.no_grad():
+        # float32, other summation order: a few ulp of O(1) values
+        torch.testing.assert_close(model(*batch.inputs()), reference_forward(model, *batch.inputs()),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_output_invariant_to_node_numbering(graph_data) -> None:
