@@ -157,6 +157,7 @@ def test_trees_match_recursive_declustering_on_pythia_top_and_qcd_jets(top500) -
 
 
 def test_small_jets_tie_and_wrap() -> None:
+    assert len(lund_trees(small_jets()[:0])) == 0  # no jets: no trees
     trees = lund_trees(small_jets())
     assert ak.num(trees.features).tolist() == [0, 1, 2, 3, 4]
     assert ak.num(trees.edges).tolist() == [0, 0, 1, 2, 3]

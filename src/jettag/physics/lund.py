@@ -39,10 +39,7 @@ jumping (log2 of the tree depth passes over all nodes).
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import awkward as ak
@@ -54,10 +51,8 @@ FEATURES = ("ln_kt", "ln_delta", "ln_z", "ln_m", "psi")
 LOG_FLOOR = 1e-30  # far below any real value (Pythia makes photons of pT ~ 1e-13 GeV: ln z ~ -35)
 RECLUSTER_RADIUS = 1000.0
 MOMENTA = ("part_px", "part_py", "part_pz", "part_energy")
-# jets per FastJet call: bounds the memory of the intermediate arrays (~2 kB per particle)
+# jets per FastJet call: bounds the memory of the intermediate arrays
 CHUNK_JETS = 20_000
-
-_fastjet_ready = False
 
 
 @dataclass
@@ -128,9 +123,12 @@ def lund_graphs(
 ) -> LundGraphs:
     """``lund_trees`` as flat arrays (``LundGraphs``), the form the ``lund`` input kind stores."""
     px, py, pz, energy, counts = _momenta(jets, source)
+    if not len(counts):
+        return LundGraphs(np.zeros((0, 5), np.float32), np.zeros(1, np.int64), np.zeros((0, 2), np.int32),
+                          np.zeros(1, np.int64))
     parts = []
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    for start in range(0, max(len(counts), 1), CHUNK_JETS):
+    for start in range(0, len(counts), CHUNK_JETS):
         stop = min(start + CHUNK_JETS, len(counts))
         lo, hi = offsets[start], offsets[stop]
         parts.append(_chunk_graphs(px[lo:hi], py[lo:hi], pz[lo:hi], energy[lo:hi], counts[start:stop],
@@ -167,33 +165,16 @@ def _momenta(jets: ak.Array, source: str) -> tuple[np.ndarray, ...]:
     return (*flat, counts)
 
 
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Send C++ stdout to /dev/null (FastJet prints its banner there on first use)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _fastjet():
-    global _fastjet_ready
+    """The fastjet module, loaded once with its banner swallowed (as for generation)."""
     try:
-        import fastjet
+        import fastjet  # noqa: F401  (a clear message when the optional dependency is missing)
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError("Lund trees need FastJet: pip install 'jettag[generate]'") from err
-    if not _fastjet_ready:
-        one = ak.Array([[{"px": 1.0, "py": 0.0, "pz": 0.0, "E": 2.0}]], with_name="Momentum4D")
-        with _quiet_stdout():
-            fastjet.ClusterSequence(one, fastjet.JetDefinition(fastjet.cambridge_algorithm, 1.0)).jets()
-        _fastjet_ready = True
-    return fastjet
+    from jettag.data.generate.clustering import warm_up
+
+    warm_up()
+    return sys.modules["fastjet"]
 
 
 def _cluster_history(px, py, pz, energy, counts) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
