@@ -11,7 +11,7 @@ from jettag.models import create_model, feature_dim, list_models
 from jettag.models.layers import MaskedBatchNorm, PairEmbed
 from jettag.models.profile import count_parameters, flops_per_jet
 
-ALL = ["mipart", "mipart_l", "part", "particlenet", "pfn"]
+ALL = ["lundnet3", "lundnet5", "mipart", "mipart_l", "part", "particlenet", "pfn"]
 # mipart_l is mipart's code with wider layers: the (slower) invariance tests run on mipart
 INVARIANCE = ["mipart", "part", "particlenet", "pfn"]
 

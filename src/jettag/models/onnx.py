@@ -87,5 +87,5 @@ def run_onnx(path: str | Path, *inputs: torch.Tensor):
     for name, value in zip(names, inputs, strict=True):
         arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         if name in used:
-            feeds[name] = arr if arr.dtype == bool else arr.astype(np.float32)
+            feeds[name] = arr if arr.dtype == bool or arr.dtype.kind in "iu" else arr.astype(np.float32)
     return sess.run(None, feeds)[0]

@@ -13,6 +13,8 @@ integer (the step), which makes exact resume trivial and works unchanged with th
   cycle from ``min_lr`` to the peak, then cosine down to ``min_lr``; ``cycles`` restarts with the
   peak multiplied by ``gamma`` each cycle.
 - ``constant`` and ``warmup+cos`` (single-cycle cosine without restarts) for fine-tuning.
+- ``step`` (LundNet, seed 003): ``cycles`` equal segments, the lr multiplied by ``gamma`` at the
+  start of each segment after the first (cycles 3, gamma 0.1 over 30 epochs: x0.1 at epochs 10, 20).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from dataclasses import dataclass
 import torch
 
 #: the names ``lr_factor`` accepts (``train.schedule.name``)
-SCHEDULES = ("constant", "flat+decay", "warmup+cos", "cosine")
+SCHEDULES = ("constant", "flat+decay", "warmup+cos", "cosine", "step")
 
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """What a recipe says about the schedule; ``total_steps`` is filled in by the trainer."""
+    """What a recipe says about the schedule (``train.schedule``); the step count comes from the trainer."""
 
     name: str = "flat+decay"
     warmup: float = 0.1  # fraction of a cycle (cosine) or of all steps (warmup+cos)
@@ -85,6 +87,10 @@ def lr_factor(spec: ScheduleSpec, total_steps: int) -> Callable[[int], float]:
             return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * pct))
 
         return cosine_restarts
+
+    if name == "step":
+        segment = max(1, math.ceil(total_steps / max(1, spec.cycles)))
+        return lambda step: spec.gamma ** min(step // segment, max(1, spec.cycles) - 1)
 
     raise ValueError(f"unknown lr schedule {name!r}; known: {', '.join(SCHEDULES)}")
 

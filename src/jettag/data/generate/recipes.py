@@ -150,6 +150,11 @@ class Recipe:
         return [c.name for c in self.classes]
 
 
+# Seed 003 (LundNet transfer learning): target top500, sources top2tev and wtag, all anti-kT R=0.8
+# jets in |y| < 2.5 (what differs from the paper's samples: docs/generation.md).
+_SEED003 = "Dreyer, Grabarczyk, Monni, arXiv:2203.06210 (seed 003); Dreyer, Qu, JHEP 03 (2021) 052"
+
+
 def _top_match() -> Match:
     return Match(resonance=(6,), quarks=3)
 
@@ -332,9 +337,11 @@ def _recipes() -> dict[str, Recipe]:
             radius=0.8,
             pt_min=500.0,
             pt_max=math.inf,
-            abs_eta_max=2.0,
+            abs_eta_max=2.5,
             pthat_min=400.0,
+            use_rapidity=True,
             mpi=False,
+            reference=_SEED003,
         ),
         "top2tev": Recipe(
             name="top2tev",
@@ -343,9 +350,24 @@ def _recipes() -> dict[str, Recipe]:
             radius=0.8,
             pt_min=2000.0,
             pt_max=math.inf,
-            abs_eta_max=2.0,
+            abs_eta_max=2.5,
             pthat_min=1850.0,
+            use_rapidity=True,
             mpi=False,
+            reference=_SEED003,
+        ),
+        "top500": Recipe(
+            name="top500",
+            description="Hadronic tops vs QCD dijets at jet pT > 500 GeV, |y| < 2.5, R=0.8 (seed 003 target)",
+            classes=top_classes,
+            radius=0.8,
+            pt_min=500.0,
+            pt_max=math.inf,
+            abs_eta_max=2.5,
+            pthat_min=400.0,
+            use_rapidity=True,
+            mpi=False,
+            reference=_SEED003,
         ),
         "flavour": flavour,
         "hh4b": hh4b,

@@ -34,7 +34,7 @@ from jettag.errors import UsageError, require_extra
 from jettag.progress import progress as progress_report
 
 # Bump when a change would alter the jets made from the same arguments (the cache key includes it).
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 DEFAULT_CHUNK_SIZE = 1000
 
 MAX_CLASSES = 16

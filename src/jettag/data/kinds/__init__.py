@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jettag.data.kinds.base import InputKind, KindDataset, TensorBatch
+from jettag.data.kinds.lund import LundKind
 from jettag.data.kinds.particles import ParticleBatch, ParticlesKind
 
 _KINDS: dict[str, InputKind] = {}
@@ -28,6 +29,7 @@ def list_kinds() -> list[str]:
 
 
 register_kind(ParticlesKind())
+register_kind(LundKind())
 
 __all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "get_kind",
            "list_kinds", "register_kind"]
