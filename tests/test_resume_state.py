@@ -4,6 +4,7 @@ where the uninterrupted run does."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from jettag.data.store import write_store
 from jettag.train import checkpoint as ckpt
 from jettag.train import trainer
 from jettag.train.config import apply_overrides, read_config, resolve
+from jettag.train.schedule import ScheduleSpec, lr_factor
 
 #: validation losses of successive epochs: best at epoch 1, then three epochs without improvement
 #: (0.95 > 0.9), then one (0.97) that a run which forgot ``best`` would take for an improvement.
@@ -48,7 +50,8 @@ def scripted_validation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _cfg(store: Path, *extra: str) -> dict:
     return resolve("top_pfn", [f"data.path={store}", "data.max_len=12", f"epochs={len(VAL_LOSSES)}",
                                "batch_size=32", "progress=false", "deterministic=true",
-                               f"early_stopping={PATIENCE}", "best_metric=loss", *extra])
+                               f"early_stopping={PATIENCE}", "best_metric=loss", "log_every=1",
+                               "train.schedule.name=flat+decay", "train.schedule.flat_fraction=0.1", *extra])
 
 
 def _expected_stop() -> tuple[float, int, int]:
@@ -95,3 +98,13 @@ def test_resume_restores_best_and_patience(
     assert ckpt.read_meta(run / "checkpoints", "best")["epoch"] == best_epoch
     last = ckpt.read_meta(run / "checkpoints", "last")
     assert (last["epoch"], last["best"], last["bad_epochs"]) == (epochs, best, PATIENCE)
+    # the schedule continues where it stopped: every logged lr, before and after the kill, is
+    # lr * factor(step) for the whole run's 40 steps (decay from step 4 on). Exact: the trainer does the
+    # same multiplication, and the CSV holds repr() of the float.
+    cfg = read_config(run)
+    factor = lr_factor(ScheduleSpec(**cfg["train"]["schedule"]), len(VAL_LOSSES) * STEPS_PER_EPOCH)
+    with open(run / "log.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    assert [int(r["step"]) for r in rows] == list(range(1, epochs * STEPS_PER_EPOCH + 1))
+    for r in rows:
+        assert float(r["lr"]) == cfg["train"]["lr"] * factor(int(r["step"])), r
