@@ -221,3 +221,19 @@ def test_multiclass_rejection_depends_only_on_two_class_ratio(seed: int, row_sca
     for k in a:
         if k.startswith("rej"):
             assert b[k] == pytest.approx(a[k], rel=1e-9), k
+
+
+def test_clamps_keep_beam_axis_and_padding_finite() -> None:
+    """The documented edge cases: pT = 0 (along the beam, or an all-zero padded entry) gives a large
+    finite eta and rapidity, and a slightly negative m^2 from rounding gives mass 0, never NaN."""
+    zero = np.zeros(2)
+    beam_pz, beam_e = np.array([5.0, -5.0]), np.array([5.0, 5.0])
+    eta = kin.eta(zero, zero, beam_pz)
+    assert np.isfinite(eta).all() and eta[0] > 40 and eta[1] < -40  # asinh(5 / 1e-20) = 46.7
+    y = kin.rapidity(beam_pz, beam_e)  # massless along the beam: E = |pz|
+    assert np.isfinite(y).all() and y[0] > 20 and y[1] < -20
+    assert kin.eta(zero, zero, zero).tolist() == [0.0, 0.0]
+    assert kin.rapidity(zero, zero).tolist() == [0.0, 0.0]
+    assert kin.mass(np.float64(3.0), 4.0, 0.0, np.float64(5.0) - 1e-12) == 0.0
+    t = torch.tensor([[3.0, 0.0], [4.0, 0.0], [0.0, 12.0], [13.0, 12.0]])
+    assert torch.equal(kin.mass(*t), torch.tensor([12.0, 0.0])) and kin.pt(t[0], t[1]).dtype == torch.float32
