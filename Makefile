@@ -24,3 +24,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Mutation testing of the core numerical modules ([tool.mutmut] in pyproject.toml); report in
+# benchmarks/mutation.md. Slow (tens of minutes on 2 cores): narrow it with e.g.
+#   make mutation MUTANTS='jettag.physics.kinematics*'
+MUTANTS ?=
+.PHONY: mutation
+mutation: $(STAMP)
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut results

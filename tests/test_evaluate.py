@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ from jettag.train.datasets import load_splits
 from jettag.train.trainer import train
 
 
-def _train(root: Path, classes: list[str], seed: int) -> Path:
+def _train(root: Path, classes: list[str], seed: int, n_jets: int = 240, *extra: str) -> Path:
     data = root / f"jets{len(classes)}.parquet"
-    write_store(data, random_jets(240, seed=seed, max_len=20, n_classes=len(classes)), classes, "random")
+    write_store(data, random_jets(n_jets, seed=seed, max_len=20, n_classes=len(classes)), classes, "random")
     run = root / f"run{len(classes)}"
     cfg = resolve("top_pfn", [f"data.path={data}", "data.max_len=24", "epochs=1", "batch_size=32",
-                              "progress=false"])
+                              "progress=false", *extra])
     train(cfg, run)
     return run
 
@@ -38,7 +39,10 @@ def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def multi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(tmp_path_factory.mktemp("multi"), ["label_QCD", "label_Hbb", "label_Tbl"], 22)
+    # a large test split (150 jets): enough QCD jets that the two-class ratio and the raw class
+    # probability give different rejections (checked in the test)
+    return _train(tmp_path_factory.mktemp("multi"), ["label_QCD", "label_Hbb", "label_Tbl"], 22, 300,
+                  "data.split=[0.4,0.1,0.5]")
 
 
 def _reference_probs(run: Path, jets) -> tuple[np.ndarray, np.ndarray]:
@@ -71,14 +75,38 @@ def test_evaluate_binary_report(binary_run: Path, tmp_path: Path, capsys: pytest
     assert "pfn (n=2)" in md and "± 0.000" in md and r"\pm" in (out / "results.tex").read_text()
 
 
+def _rejection(labels: np.ndarray, score: np.ndarray, eff: float) -> float:
+    """1/FPR at TPR = eff for tie-free scores, from the definition: the cut sits on the
+    ceil(eff * n_signal)-th highest signal score, FPR is the fraction of background above it."""
+    labels = np.asarray(labels, dtype=bool)
+    cut = np.sort(score[labels])[::-1][math.ceil(eff * labels.sum() - 1e-9) - 1]
+    fpr = float(np.mean(score[~labels] > cut))
+    return math.inf if fpr == 0 else 1.0 / fpr
+
+
 def test_evaluate_multiclass_working_points(multi_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     assert main(["evaluate", str(multi_run), "--out", str(out)]) == 0
     m = json.loads((out / "results.json").read_text())["runs"][0]["metrics"]
-    assert {"acc", "auc", "rej50_Hbb", "rej99.5_Tbl", "params"} <= set(m)
+    assert set(m) == {"acc", "auc", "rej50_Hbb", "rej99.5_Tbl", "params"}
     for by in ("true", "pred"):
         assert (out / f"confusion_{multi_run.name}_{by}.png").is_file()
-    assert "rej99.5_Tbl" in (out / "results.md").read_text()
+    # the values, recomputed from padded inputs with scikit-learn: macro one-vs-rest AUC, and each
+    # class scored against QCD only with p_X / (p_X + p_QCD) at its JetClass working point
+    _, cfg = load_run_model(multi_run)
+    splits, _ = load_splits(cfg, ("test",))
+    ref, labels = _reference_probs(multi_run, splits["test"])
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, ref, multi_class="ovr"), abs=1e-3)
+    assert m["acc"] == pytest.approx(np.mean(ref.argmax(1) == labels), abs=1.5 / len(labels))
+    for k, key, eff in ((1, "rej50_Hbb", 0.5), (2, "rej99.5_Tbl", 0.995)):
+        sel = (labels == k) | (labels == 0)
+        score = ref[sel, k] / (ref[sel, k] + ref[sel, 0])
+        # scores agree with the evaluated ones to ~1e-6 (padding vs bucketing): the same ROC points
+        assert m[key] == pytest.approx(_rejection(labels[sel] == k, score, eff), rel=1e-6), key
+        assert m[key] != pytest.approx(_rejection(labels[sel] == k, ref[sel, k], eff), rel=1e-3), key
+    md = (out / "results.md").read_text()
+    assert f"| {m['acc']:.3f} | {m['auc']:.4f} | {m['rej50_Hbb']:.1f} |" in md, md
 
 
 def test_predict_and_info(binary_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
