@@ -41,7 +41,7 @@ def scripted_validation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def fake(*_args: Any, **_kwargs: Any) -> dict[str, float]:
         calls.append(len(calls))
-        return {"loss": next(losses), "acc": 0.5}
+        return {"loss": next(losses), "acc": 0.5, "auc": 0.5, "rej50": 2.0, "rej30": 3.0}  # every metric
 
     monkeypatch.setattr(trainer, "evaluate_tensors", fake)
     return calls

@@ -11,12 +11,13 @@ its scales (``Scale``: epochs multiplier, overrides for every run, default numbe
 3. writes the report: the table with mean ± std over the runs of each group (the seeds), plots,
    ``results.json``, ``commands.sh`` (every exact command) and ``timings.json``.
 
-Each run directory holds ``study.json``: the run's recipe, overrides and command, and its state
-(``training`` -> ``trained`` -> ``finished`` with the metrics; the test-set predictions are in
-``predictions.parquet``). A rerun reuses finished runs, resumes a killed one from its ``last``
-checkpoint (``train(..., resume=True)``), and refuses a directory whose recorded recipe or
-overrides differ from what it would run now (or that holds a run without ``study.json``), so old
-results never pass for a changed recipe; ``retrain_changed`` trains such runs anew instead.
+Beside each run directory ``<run>`` the study keeps ``<run>.study.json``: the run's recipe,
+overrides and command, and its state (``training`` -> ``trained`` -> ``finished`` with the
+metrics; the test-set predictions are in ``<run>/predictions.parquet``). A rerun reuses finished
+runs, resumes a killed one from its ``last`` checkpoint (``train(..., resume=True)``), and refuses
+a directory whose recorded recipe or overrides differ from what it would run now (or that holds a
+run without a study record), so old results never pass for a changed recipe; ``retrain_changed``
+trains such runs anew instead.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from typing import Any
 from jettag.errors import JettagError
 
 SCALES = ("quick", "cpu", "gpu", "full")
-MARKER = "study.json"
+MARKER = "study.json"  # beside the run directory, as <run>.study.json: the trainer owns the directory
 PREDICTIONS = "predictions.parquet"
 #: what a run directory holds (the trainer's files and the study's); emptied before a fresh run
-RUN_FILES = ("checkpoints", "config.yaml", "log.csv", "tensorboard", MARKER, PREDICTIONS)
+RUN_FILES = ("checkpoints", "config.yaml", "log.csv", "tensorboard", PREDICTIONS)
 
 
 class StudyError(JettagError, ValueError):
@@ -166,9 +167,15 @@ def train_command(recipe: str, overrides: Sequence[str], run_dir: Path) -> str:
     return shlex.join(["jettag", "train", recipe, *overrides, "--run-dir", str(run_dir)])
 
 
+def marker_path(run_dir: Path) -> Path:
+    """The study's record of a run (command and state): ``<run>.study.json`` beside its directory,
+    written before training starts, so that a killed run is recognised and resumed."""
+    return run_dir.with_name(f"{run_dir.name}.{MARKER}")
+
+
 def read_marker(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``study.json`` (None when absent)."""
-    path = run_dir / MARKER
+    """The run's study record (None when absent)."""
+    path = marker_path(run_dir)
     if not path.is_file():
         return None
     try:
@@ -181,10 +188,11 @@ def read_marker(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (MARKER + ".tmp")
+    path = marker_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(marker, indent=1))
-    os.replace(tmp, run_dir / MARKER)
+    os.replace(tmp, path)
 
 
 def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = True,
@@ -192,7 +200,7 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
             ) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and score it on its test split.
 
-    A directory that holds a run of another command (or a run without ``study.json``) is refused,
+    A directory that holds a run of another command (or a run without a study record) is refused,
     or with ``retrain_changed`` emptied of its run files and trained anew.
 
     Returns ``{"name", "model" (the group), "labels", "probs", "metrics", "classes", "record"}``;
@@ -211,7 +219,7 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
     else:
         other = (marker["recipe"], marker["overrides"]) != (run.recipe, overrides)
     if other and not retrain_changed:
-        was = marker["command"] if marker else "not a run of this study: no study.json"
+        was = marker["command"] if marker else f"not a run of this study: no {marker_path(run_dir).name}"
         raise StudyError(f"{run_dir}: holds a run of another command ({was}); this study would run: "
                          f"{command}. Delete the directory or choose another --out")
     if other:
