@@ -181,8 +181,18 @@ def _jet_p4_from_stored(jet: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), energy
 
 
+def _require_numbers(arr: ak.Array, field: str, source: str) -> None:
+    """Refuse a column whose values are not real numbers (text would be parsed, silently)."""
+    layout = ak.to_layout(arr)
+    while hasattr(layout, "content") and layout.parameter("__array__") not in ("string", "bytestring"):
+        layout = layout.content
+    if not isinstance(layout, ak.contents.NumpyArray) or layout.dtype.kind not in "fiub":
+        raise JetDataError(f"{source}: field {field!r} must hold real numbers, found type {arr.type}")
+
+
 def _jagged_float(arr: ak.Array, field: str, source: str, row_offset: int) -> ak.Array:
     """A jagged numeric column as float64 with missing values as NaN (validation then names them)."""
+    _require_numbers(arr, field, source)
     if ak.any(ak.is_none(arr, axis=0)):
         row = _first_row(ak.to_numpy(ak.is_none(arr, axis=0)))
         raise JetDataError(
@@ -200,6 +210,7 @@ def _flat_column(arr: Any, field: str, source: str, row_offset: int) -> np.ndarr
     """A per-jet scalar column as a numpy array; nulls are an error naming the row."""
     arr = ak.Array(arr) if not isinstance(arr, np.ndarray) else arr
     if isinstance(arr, ak.Array):
+        _require_numbers(arr, field, source)
         if arr.ndim != 1:
             raise JetDataError(
                 f"{source}: field {field!r} must hold one number per jet, found type {arr.type}"

@@ -65,6 +65,8 @@ class _NpyStream:
             raise JetDataError(f"{path}: array {name!r} uses unsupported .npy format version {version}")
         if dtype.hasobject:
             raise JetDataError(f"{path}: array {name!r} holds Python objects; refusing to unpickle it")
+        if dtype.kind not in "fiub":  # text or complex values would be parsed or cut silently
+            raise JetDataError(f"{path}: array {name!r} has dtype {dtype}, expected real numbers")
         if fortran and len(shape) > 1:
             raise JetDataError(
                 f"{path}: array {name!r} is Fortran-ordered; re-save it in C order to stream it"
