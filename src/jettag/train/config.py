@@ -32,6 +32,12 @@ DEFAULTS: dict[str, Any] = {
         "max_jets": None,  # use a random subset of N jets of ``path`` (quick runs), before the split
         "generate_workers": 2,
         "detector": "none",
+        # stream row groups through a shuffle buffer instead of holding the data in memory: true |
+        # false | "auto" (stream when ``path`` has more than ``stream_above`` jets). Streaming splits
+        # ``path`` per jet by a hash of (split_seed, file name, row): see jettag.train.datasets
+        "streaming": "auto",
+        "stream_above": 2_000_000,
+        "buffer_size": 100_000,  # jets per shuffle buffer when streaming (memory scales with it)
     },
     "train": {
         "seed": 0,
