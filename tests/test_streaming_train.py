@@ -28,8 +28,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cfg_for(path: Path, *extra: str) -> dict:
     return resolve("top_pfn", [f"data.path={path}", "data.streaming=true", "data.buffer_size=64",
                                "data.max_len=16", "epochs=2", "batch_size=16", "eval_batch_size=32",
-                               "progress=false", "deterministic=true", "log_every=1", "model.overrides.phi_sizes=[16,16]",
-                               "model.overrides.f_sizes=[16]", *extra])
+                               "progress=false", "deterministic=true", "log_every=1",
+                               "model.overrides.phi_sizes=[16,16]", "model.overrides.f_sizes=[16]", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,9 @@ def test_streaming_split_is_rebuilt_by_evaluate(store: Path, uninterrupted: Path
 
 
 def test_streaming_refuses_in_memory_only_options(store: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="data.max_jets"):
+    with pytest.raises(ValueError, match=r"data\.max_jets"):
         train(cfg_for(store, "data.max_jets=100"), tmp_path / "a")
-    with pytest.raises(ValueError, match="data.streaming must be"):
+    with pytest.raises(ValueError, match=r"data\.streaming must be"):
         train(resolve("top_pfn", [f"data.path={store}", "data.streaming=maybe"]), tmp_path / "b")
 
 
