@@ -77,6 +77,9 @@ def test_streaming_refuses_in_memory_only_options(store: Path, tmp_path: Path) -
         train(cfg_for(store, "data.max_jets=100"), tmp_path / "a")
     with pytest.raises(ValueError, match=r"data\.streaming must be"):
         train(resolve("top_pfn", [f"data.path={store}", "data.streaming=maybe"]), tmp_path / "b")
+    other = write_store(tmp_path / "val.parquet", random_jets(20, seed=1, max_len=8), ["b", "s"], "random")
+    with pytest.raises(ValueError, match=r"val\.parquet: classes \['b', 's'\] differ"):
+        train(cfg_for(store, f"data.val={other}"), tmp_path / "c")
 
 
 def test_evaluate_command_scores_the_rebuilt_test_part(uninterrupted: Path) -> None:

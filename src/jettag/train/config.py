@@ -5,6 +5,10 @@ recipe first. Overrides use dotted paths (``train.lr=5e-4``) or, when unambiguou
 name (``lr=5e-4``, ``epochs=3``); values are parsed as YAML, so ``bf16=false`` and
 ``split=[0.8,0.1,0.1]`` work. Unknown keys are errors (a typo must not silently train the default).
 The resolved config is written to the run directory and is all that is needed to rebuild the model.
+
+``data.streaming`` trains from a stream of row groups (memory bounded by ``data.buffer_size``);
+its train/val/test split is then per jet by a hash of (``split_seed``, file name, row), which
+``jettag evaluate RUN`` rebuilds (``jettag.train.datasets``), instead of a permutation of all jets.
 """
 
 from __future__ import annotations

@@ -254,6 +254,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
         streams = {}
         for part in ("train", "val"):
             src, select = stream_source(cfg, part, path)
+            other = classes if select is not None else list(formats.dataset_classes(src))
+            if other != classes:
+                raise ValueError(f"{src}: classes {other} differ from {path}: {classes}")
             size = t["batch_size"] if part == "train" else t["eval_batch_size"]
             streams[part] = StreamingLoader(
                 src, build, size, kind.columns(d, model), select, shuffle=part == "train", seed=t["seed"],
@@ -366,6 +369,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False) -> dic
             if t["max_steps"] is not None and step >= t["max_steps"]:
                 stop = True
                 break
+        batch_iter.close()  # a stream frees its last buffer before validation
         if pbar is not None:
             pbar.close()
         elapsed = time.perf_counter() - t0
