@@ -465,6 +465,7 @@ class StreamingLoader:
                 carry = self._materialize(carry_refs, pieces)
             parts = ([carry] if carry is not None and len(carry) else []) + [next(built) for _ in buf.pieces]
             data = parts[0].concatenate(parts)
+            del parts  # memory: one buffer (and the units being prefetched), not its parts as well
             batches = bucket_batches(data.sizes(), order[: buf.n_body], self.batch_size, self.bucket,
                                      self.chunk_batches)[: buf.n_batches - buf.split_first]
             if buf.split_first:
@@ -476,6 +477,7 @@ class StreamingLoader:
                 if emitted >= start:
                     yield data.batch(batches[b])
                 emitted += 1
+            del data  # before the next buffer is assembled
 
     def _permutation(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.permutation(n) if self.shuffle else np.arange(n)
