@@ -119,3 +119,11 @@ def test_two_rank_streaming_run_validates_every_val_jet_once(store: Path, tmp_pa
     single = evaluate_tensors(model, JetTensors.from_jets(val, "kin", 16), ["QCD", "top"], batch_size=64)
     for k, v in single.items():  # float32 scores summed in another order: ~1e-7 relative
         assert meta["val"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def test_auto_streams_above_the_size_threshold(store: Path) -> None:
+    from jettag.train.datasets import use_streaming
+
+    assert use_streaming({"streaming": "auto", "stream_above": 299}, store)  # the store holds 300 jets
+    assert not use_streaming({"streaming": "auto", "stream_above": 300}, store)
+    assert use_streaming({"streaming": True}, store) and not use_streaming({"streaming": False}, store)
