@@ -114,18 +114,21 @@ def main() -> None:
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "jettag-bench-streaming"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "streaming_result.json"))
     p.add_argument("--no-train", action="store_true", help="only the loader epochs (keep the runs of --out)")
+    p.add_argument("--streaming-only", action="store_true",
+                   help="measure the streaming runs again and keep the in-memory runs of --out")
     args = p.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     sizes = (args.jets, 10 * args.jets)
     stores = {n: make_store(cache / f"jets_{n}.parquet", n, args.row_group) for n in sizes}
     results = []
-    if args.no_train:
-        results = json.loads(Path(args.out).read_text())["runs"]
-    else:
+    if args.no_train or args.streaming_only:
+        results = [r for r in json.loads(Path(args.out).read_text())["runs"]
+                   if args.no_train or not r["streaming"]]
+    if not args.no_train:
         with tempfile.TemporaryDirectory() as tmp:
             for n, store in stores.items():
-                for streaming in (True, False):
+                for streaming in (True,) if args.streaming_only else (True, False):
                     r = {"jets": n, "streaming": streaming,
                          **measure(store, streaming, args.buffer, Path(tmp))}
                     print(json.dumps(r), flush=True)
