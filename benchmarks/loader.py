@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import awkward as ak
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from jetfactory import random_jets  # noqa: E402
 
-from jettag.data.features import particle_features  # noqa: E402
+from jettag.data.features import particle_features, required_fields  # noqa: E402
 from jettag.data.kinds.particles import JetTensors  # noqa: E402
 from jettag.data.loader import BatchLoader, StreamingLoader  # noqa: E402
 from jettag.data.store import write_store  # noqa: E402
@@ -139,7 +140,9 @@ def bench_jettag(store_path: Path, n_jets: int) -> dict:
         }
         del data, loader
     t0 = time.perf_counter()
-    n = consume(StreamingLoader(store_path, "kin", BATCH, buffer_size=50_000))
+    build = partial(JetTensors.from_jets, feature_set="kin")
+    columns = [*required_fields("kin"), "label"]
+    n = consume(StreamingLoader(store_path, build, BATCH, columns, buffer_size=50_000))
     t1 = time.perf_counter()
     assert n == n_jets
     out["streaming_bucketed"] = {"epoch_s": t1 - t0}

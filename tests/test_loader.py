@@ -8,6 +8,8 @@ matched back to the jet whose (independently built, ``build_inputs``) features i
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -15,12 +17,17 @@ import pytest
 import torch
 from jetfactory import random_jets
 
-from jettag.data.features import build_inputs
+from jettag.data.features import build_inputs, required_fields
 from jettag.data.kinds.particles import JetTensors, ParticleBatch
 from jettag.data.loader import BatchLoader, StreamingLoader
 from jettag.data.store import JetDataError, write_store
 
 N_JETS = 1500
+KIN_COLUMNS = [*required_fields("kin"), "label"]
+
+
+def build_kin(jets: ak.Array, source: str = "<memory>") -> JetTensors:
+    return JetTensors.from_jets(jets, "kin", source=source)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +177,7 @@ def test_batch_to_and_len(data):
     assert batch.features.is_contiguous() and batch.points.is_contiguous()
 
 
-def test_from_store_and_streaming_match_in_memory(tmp_path_factory, jets, data, key_to_jet):
+def test_from_store_and_streaming_match_in_memory(tmp_path_factory, jets, data, reference, key_to_jet):
     folder = tmp_path_factory.mktemp("stream")
     half = N_JETS // 2
     write_store(folder / "a.parquet", jets[:half], ["c0", "c1", "c2", "c3", "c4"], "test", row_group_size=200)
@@ -179,27 +186,134 @@ def test_from_store_and_streaming_match_in_memory(tmp_path_factory, jets, data, 
     stored = JetTensors.from_store(folder, "kin")
     assert torch.equal(stored.table, data.table) and torch.equal(stored.labels, data.labels)
 
-    stream = StreamingLoader(folder, "kin", batch_size=128, buffer_size=500, seed=4)
+    stream = StreamingLoader(folder, build_kin, batch_size=128, columns=KIN_COLUMNS, buffer_size=500, seed=4)
     seen: list[int] = []
     for batch in stream:
         ids = identify(batch, key_to_jet)
         seen += ids
         np.testing.assert_array_equal(batch.label.numpy(), data.labels.numpy()[ids])
-        assert batch.features.shape[-1] % 8 == 0
+        p = batch.features.shape[-1]
+        assert p % 8 == 0
+        np.testing.assert_array_equal(batch.features.numpy(), reference["features"][ids, :, :p])
+        np.testing.assert_array_equal(batch.mask.numpy(), reference["mask"][ids, :, :p])
     assert sorted(seen) == list(range(N_JETS))
     assert len(stream) == -(-N_JETS // 128)
 
-    # two ranks: disjoint, the same number of batches each
-    shards = []
-    for rank in range(2):
-        s = StreamingLoader(folder, "kin", batch_size=128, buffer_size=500, seed=4, rank=rank, world_size=2,
-                            prefetch=False)
-        s.set_epoch(1)
-        batches = [identify(b, key_to_jet) for b in s]
-        assert len(batches) == len(s)
-        shards.append([k for b in batches for k in b])
-    assert not set(shards[0]) & set(shards[1])
-    assert len(shards[0]) + len(shards[1]) > N_JETS - 2 * 128
+@pytest.fixture(scope="module")
+def uneven_store(tmp_path_factory, jets) -> Path:
+    """The jets in two files with row groups of different sizes (shares begin and end inside units)."""
+    folder = tmp_path_factory.mktemp("uneven")
+    classes = ["c0", "c1", "c2", "c3", "c4"]
+    write_store(folder / "a.parquet", jets[:700], classes, "test", row_group_size=170)
+    write_store(folder / "b.parquet", jets[700:], classes, "test", row_group_size=230)
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [64, 100])
+def test_streaming_two_ranks_see_every_jet_exactly_once(uneven_store, key_to_jet, batch_size):
+    orders = []
+    for epoch in (0, 1):
+        shards, counts = [], []
+        for rank in range(2):
+            s = StreamingLoader(uneven_store, build_kin, batch_size=batch_size, buffer_size=300, seed=4,
+                                rank=rank, world_size=2, prefetch=rank == 0)
+            s.set_epoch(epoch)
+            batches = [identify(b, key_to_jet) for b in s]
+            assert all(0 < len(b) <= batch_size for b in batches)
+            counts.append(len(batches))
+            shards.append([k for b in batches for k in b])
+        assert counts[0] == counts[1] == len(s)  # ranks step together
+        seen = Counter(shards[0] + shards[1])
+        assert max(seen.values()) == 1 and len(seen) == N_JETS, "every jet exactly once per epoch"
+        assert abs(len(shards[0]) - len(shards[1])) <= 1
+        orders.append(shards[0])
+    assert orders[0] != orders[1]  # each epoch has its own order
+
+
+def test_streaming_one_jet_short_rank_splits_a_batch(tmp_path, jets):
+    """513 jets, 2 ranks, batches of 64: shares 256 and 257 give 4 and 5 batches unless a batch is split."""
+    write_store(tmp_path / "a.parquet", jets[:513], ["c0", "c1", "c2", "c3", "c4"], "t", row_group_size=100)
+    sizes = [[len(b) for b in StreamingLoader(tmp_path, build_kin, 64, buffer_size=200, rank=r, world_size=2)]
+             for r in range(2)]
+    assert len(sizes[0]) == len(sizes[1]) == 5 and sum(sizes[0]) + sum(sizes[1]) == 513
+
+
+class CountingBuild:
+    """``build_kin`` that counts the jets it builds (to show that skipped buffers are not built)."""
+
+    def __init__(self) -> None:
+        self.built = 0
+
+    def __call__(self, jets: ak.Array, source: str = "<memory>") -> JetTensors:
+        self.built += len(jets)
+        return build_kin(jets, source)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_streaming_resume_position_is_exact(uneven_store, rank):
+    """``iter_from(k)`` gives batches k, k+1, ... of the full epoch, bit for bit, building only the
+    buffers from the one holding batch k on (plus the units of the jets carried into it)."""
+    def loader(build) -> StreamingLoader:
+        s = StreamingLoader(uneven_store, build, batch_size=48, buffer_size=250, seed=7, rank=rank,
+                            world_size=2)
+        s.set_epoch(3)
+        return s
+
+    full = list(loader(build_kin))
+    assert len(full) == len(loader(build_kin)) == 16
+    for start in (1, 5, 6, 11, 15):
+        counter = CountingBuild()
+        rest = list(loader(counter).iter_from(start))
+        assert len(rest) == len(full) - start
+        for a, b in zip(full[start:], rest):
+            for name in ("label", "points", "features", "vectors", "mask"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), (start, name)
+
+
+def test_streaming_resume_skips_building_earlier_buffers(uneven_store):
+    counter = CountingBuild()
+    s = StreamingLoader(uneven_store, counter, batch_size=32, buffer_size=100, seed=7)
+    n = len(s)
+    assert len(list(s.iter_from(n - 2))) == 2
+    # 8 units of 170-230 jets, one per buffer: the last buffer's unit plus the units its carried
+    # jets came from (usually the one before), never the whole data set
+    assert counter.built < N_JETS // 2, counter.built
+
+
+def test_streaming_split_selects_disjoint_parts(uneven_store, key_to_jet):
+    from jettag.train.datasets import split_rows
+
+    seen: dict[str, set[int]] = {}
+    for part in ("train", "val", "test"):
+        select = partial(split_rows, fractions=[0.6, 0.2, 0.2], seed=3, part=part)
+        s = StreamingLoader(uneven_store, build_kin, batch_size=64, buffer_size=300, select=select)
+        seen[part] = {k for b in s for k in identify(b, key_to_jet)}
+        assert sum(len(b) for b in s) == len(seen[part]) == s.num_jets
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"])
+    assert not (seen["val"] & seen["test"])
+    assert len(seen["train"] | seen["val"] | seen["test"]) == N_JETS
+    # 1500 jets: the train part is binomial(1500, 0.6), std 19
+    assert abs(len(seen["train"]) - 900) < 100 and abs(len(seen["test"]) - 300) < 70
+
+
+def test_split_rows_depends_on_position_only():
+    from jettag.train.datasets import split_rows
+
+    f = [0.8, 0.1, 0.1]
+    whole = split_rows(Path("x/jets.parquet"), 0, 10_000, f, seed=0, part="val")
+    pieces = np.concatenate([split_rows(Path("jets.parquet"), a, 2500, f, 0, "val") + a
+                             for a in range(0, 10_000, 2500)])
+    np.testing.assert_array_equal(whole, pieces)  # row groups of any size, any directory: same split
+    assert abs(len(whole) - 1000) < 120  # binomial(10000, 0.1): std 30
+    assert not np.array_equal(whole, split_rows(Path("jets.parquet"), 0, 10_000, f, seed=1, part="val"))
+    assert not np.array_equal(whole, split_rows(Path("other.parquet"), 0, 10_000, f, seed=0, part="val"))
+    parts = [split_rows(Path("a.parquet"), 0, 10_000, f, 0, p) for p in ("train", "val", "test")]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(10_000))
+
+
+def test_streaming_label_counts_read_labels_only(uneven_store, data):
+    s = StreamingLoader(uneven_store, build_kin, batch_size=64)
+    np.testing.assert_array_equal(s.label_counts(5), np.bincount(data.labels.numpy(), minlength=5))
 
 
 def test_streaming_error_names_file_and_row(tmp_path):
@@ -209,7 +323,7 @@ def test_streaming_error_names_file_and_row(tmp_path):
     jets = ak.with_field(jets, ak.values_astype(ak.Array(e), np.float32), "part_energy")
     write_store(tmp_path / "bad.parquet", jets, ["a", "b"], "test", row_group_size=16)
     with pytest.raises(JetDataError, match=r"bad\.parquet.*part_energy.*row 33"):
-        list(StreamingLoader(tmp_path, "kin", batch_size=8, shuffle=False))
+        list(StreamingLoader(tmp_path, build_kin, batch_size=8, shuffle=False))
     with pytest.raises(JetDataError, match=r"bad\.parquet.*part_energy.*row 33"):
         JetTensors.from_store(tmp_path, "kin")
 

@@ -7,6 +7,10 @@ recipe first. Overrides use dotted paths (``train.lr=5e-4``) or, when unambiguou
 ``check`` validates the whole resolved config (types, ranges, names against the code's tables,
 the device, the model's options) before any data is read or generated. The resolved config is
 written to the run directory and is all that is needed to rebuild the model.
+
+``data.streaming`` trains from a stream of row groups (memory bounded by ``data.buffer_size``);
+its train/val/test split is then per jet by a hash of (``split_seed``, file name, row), which
+``jettag evaluate RUN`` rebuilds (``jettag.train.datasets``), instead of a permutation of all jets.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
         "max_jets": None,  # use a random subset of N jets of ``path`` (quick runs), before the split
         "generate_workers": 2,
         "detector": "none",
+        # stream row groups through a shuffle buffer instead of holding the data in memory: true |
+        # false | "auto" (stream when ``path`` has more than ``stream_above`` jets). Streaming splits
+        # ``path`` per jet by a hash of (split_seed, file name, row): see jettag.train.datasets
+        "streaming": "auto",
+        "stream_above": 2_000_000,
+        "buffer_size": 100_000,  # jets per shuffle buffer when streaming (memory scales with it)
     },
     "train": {
         "seed": 0,

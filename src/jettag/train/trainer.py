@@ -23,24 +23,37 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import math
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.data import formats
 from jettag.data.kinds import TensorBatch, get_kind
+from jettag.data.loader import BatchLoader, StreamingLoader
+from jettag.data.store import JetDataError
 from jettag.evaluate.metrics import background_index, evaluate_scores, rejection
 from jettag.train import checkpoint as ckpt
 from jettag.train import distributed as D
 from jettag.train.config import BEST_METRICS, ConfigError, check, read_config, save_config
-from jettag.train.datasets import check_class_counts, load_splits, resolve_data_path
+from jettag.train.datasets import (
+    check_class_counts,
+    check_streaming,
+    load_splits,
+    resolve_data_path,
+    stream_source,
+    use_streaming,
+)
 from jettag.train.optim import build_optimizer, find_head, param_groups
 from jettag.train.schedule import Scheduler, ScheduleSpec
 
@@ -76,10 +89,11 @@ def predict_tensors(
     jet order.
 
     With several ranks each scores its shard and the (index, probs) rows are gathered, so every rank
-    returns the full, identically ordered arrays.
+    returns the full, identically ordered arrays. ``data`` may also be a ``StreamingLoader`` built
+    with ``shuffle=False``: its parts are scored one at a time.
     """
-    from jettag.data.loader import BatchLoader
-
+    if isinstance(data, StreamingLoader):
+        return _predict_stream(model, data, batch_size, info or D.DistInfo(), bf16)
     info = info or D.DistInfo(device=data.device)
     loader = BatchLoader(data, batch_size, shuffle=False, bucket=True, rank=info.rank,
                          world_size=info.world_size)
@@ -106,6 +120,23 @@ def predict_tensors(
     order = torch.argsort(idx)
     labels = data.labels.cpu()[idx[order]]
     return probs[order].numpy(), labels.numpy()
+
+
+def _predict_stream(model: nn.Module, stream: StreamingLoader, batch_size: int, info: D.DistInfo,
+                    bf16: bool | str) -> tuple[np.ndarray, np.ndarray]:
+    """``predict_tensors`` over a stream: each rank scores its parts, rows are gathered in jet order."""
+    one = D.DistInfo(device=info.device)  # within a part, this rank alone
+    idx_parts, prob_parts, label_parts = [], [], []
+    for first, part in stream.parts():
+        probs, labels = predict_tensors(model, part, batch_size, one, bf16)
+        idx_parts.append(torch.arange(first, first + len(part), dtype=torch.int64))
+        prob_parts.append(torch.from_numpy(probs))
+        label_parts.append(torch.from_numpy(labels).to(torch.int64))
+    idx = D.all_gather_rows(torch.cat(idx_parts), info)
+    probs = D.all_gather_rows(torch.cat(prob_parts), info)
+    labels = D.all_gather_rows(torch.cat(label_parts), info)
+    order = torch.argsort(idx)
+    return probs[order].numpy(), labels[order].numpy()
 
 
 def evaluate_tensors(
@@ -231,7 +262,13 @@ class RunLogger:
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights normalised to mean 1 over jets: sum_k n_k w_k = N (seed 001's
     class-balanced loss; with equal classes it is the plain loss)."""
-    counts = torch.bincount(labels.cpu(), minlength=num_classes).to(torch.float64)
+    return balanced_weights(torch.bincount(labels.cpu(), minlength=num_classes).numpy())
+
+
+def balanced_weights(counts: np.ndarray) -> torch.Tensor:
+    """``class_weights`` from the jet count of each class."""
+    num_classes = len(counts)
+    counts = torch.as_tensor(counts, dtype=torch.float64)
     w = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return w.to(torch.float32)
 
@@ -354,22 +391,46 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
         path = str(resolve_data_path(cfg["data"]["path"], cfg["data"]))
     D.barrier(info)
     path = D.broadcast_object(path, info)
-    from jettag.data.loader import BatchLoader
-
-    splits, classes = load_splits(cfg, ("train", "val"), path=path)
-    check_class_counts(splits, classes, str(cfg["data"]["path"]))
-    cfg["classes"] = classes
     d = cfg["data"]
+    d["streaming"] = use_streaming(d, path)  # resolved, so that config.yaml says how the split was made
+    if d["streaming"]:
+        check_streaming(d)
+        splits, classes = {}, list(formats.dataset_classes(path))
+    else:
+        splits, classes = load_splits(cfg, ("train", "val"), path=path)
+    cfg["classes"] = classes
 
     # ---- model, then its kind of input
     model = ckpt.build_model_from_config(cfg).to(info.device)
     if init_source is not None:
         _init_from(model, init_source)
     kind = get_kind(model.input_kind)
-    train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
-    val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
-    loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
-                         rank=info.rank, world_size=info.world_size)
+    loader: BatchLoader | StreamingLoader
+    if d["streaming"]:  # memory holds a shuffle buffer, never the dataset
+        build = partial(kind.build, data_cfg=d, model=model, device="cpu")
+        streams = {}
+        for part in ("train", "val"):
+            src, select = stream_source(cfg, part, path)
+            other = classes if select is not None else list(formats.dataset_classes(src))
+            if other != classes:
+                raise JetDataError(f"{src}: classes {other} differ from {path}: {classes}")
+            size = t["batch_size"] if part == "train" else t["eval_batch_size"]
+            streams[part] = StreamingLoader(
+                src, build, size, kind.columns(d, model), select, shuffle=part == "train", seed=t["seed"],
+                bucket=t["bucket"], rank=info.rank, world_size=info.world_size, buffer_size=d["buffer_size"],
+                device=info.device)
+        loader, val_data = streams["train"], streams["val"]
+        split_counts = {part: streams[part].label_counts(len(classes)) for part in streams}
+    else:
+        split_counts = {part: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
+                        for part, jets in splits.items()}
+    check_class_counts(split_counts, classes, str(d["path"]))
+    counts = split_counts["train"]
+    if not d["streaming"]:
+        train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
+        val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
+        loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
+                             rank=info.rank, world_size=info.world_size)
 
     # ---- optimizer, schedule
     groups = param_groups(model, t["lr"], t["weight_decay"], t["lr_head"], t["freeze_backbone"])
@@ -377,7 +438,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
     steps_per_epoch = math.ceil(len(loader) / t["grad_accum"])
     total_steps = t["epochs"] * steps_per_epoch
     scheduler = Scheduler(optimizer, ScheduleSpec(**t["schedule"]), total_steps)
-    weight = class_weights(train_data.labels, len(classes)).to(info.device) if t["class_balanced"] else None
+    weight = balanced_weights(counts).to(info.device) if t["class_balanced"] else None
     n_params = sum(p.numel() for p in model.parameters())
 
     # ---- resume
@@ -422,33 +483,34 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
     model.train()
     while epoch < t["epochs"] and not stop:
         loader.set_epoch(epoch)
-        batches = loader.batch_indices()
+        n_batches = len(loader)
+        batch_iter = loader.iter_from(batch_pos)  # the epoch's order from the resume position on
         pbar = None
         if info.is_main and t["progress"]:
             from jettag.progress import progress as progress_report
 
-            pbar = progress_report(total=len(batches), initial=batch_pos, unit="batch",
+            pbar = progress_report(total=n_batches, initial=batch_pos, unit="batch",
                                    desc=f"epoch {epoch + 1}/{t['epochs']}")
         run_loss = run_correct = run_n = 0.0
         t0 = time.perf_counter()
         epoch_jets = 0
         i = batch_pos
-        while i < len(batches):
+        while i < n_batches:
             # one optimizer step = grad_accum micro-batches (fewer at the end of the epoch)
-            micro = batches[i : i + t["grad_accum"]]
+            micro = list(itertools.islice(batch_iter, min(t["grad_accum"], n_batches - i)))
             n_step = sum(len(m) for m in micro)
-            for k, index in enumerate(micro):
-                batch = train_data.batch(index).to(info.device)
+            for k, batch in enumerate(micro):
+                batch = batch.to(info.device)
                 sync = k == len(micro) - 1 or not info.distributed
                 ctx = contextlib.nullcontext() if sync else train_model.no_sync()
                 with ctx, autocast_context(info.device, t["bf16"]):
                     logits = forward(train_model, batch)
                     loss = F.cross_entropy(logits.float(), batch.label, weight=weight,
                                            label_smoothing=t["label_smoothing"])
-                    (loss * len(index) / n_step).backward()
-                run_loss += float(loss.detach()) * len(index)
+                    (loss * len(batch) / n_step).backward()
+                run_loss += float(loss.detach()) * len(batch)
                 run_correct += float((logits.argmax(1) == batch.label).sum())
-                run_n += len(index)
+                run_n += len(batch)
             if t["grad_clip"]:
                 nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
             optimizer.step()
@@ -472,12 +534,13 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
             if t["max_steps"] is not None and step >= t["max_steps"]:
                 stop = True
                 break
+        batch_iter.close()  # a stream frees its last buffer before validation
         if pbar is not None:
             pbar.close()
         elapsed = time.perf_counter() - t0
         jets_seen += epoch_jets
         train_time += elapsed
-        if stop and i < len(batches):  # stopped mid-epoch: save the exact position and leave
+        if stop and i < n_batches:  # stopped mid-epoch: save the exact position and leave
             save_last(epoch, i)
             break
         # ---- validation at the end of each epoch

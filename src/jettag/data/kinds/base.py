@@ -8,6 +8,8 @@ particular inputs:
   held as tensors (a ``KindDataset``);
 - ``KindDataset.batch(index)`` assembles a ``TensorBatch`` of those jets; ``sizes()`` gives the
   per-jet cost measure (e.g. the number of particles) that ``BatchLoader`` buckets by;
+  ``concatenate`` and ``subset`` let ``StreamingLoader`` assemble shuffle buffers from parts, and
+  ``InputKind.columns`` names the store columns a stream must read;
 - ``TensorBatch.inputs()`` is the tuple passed as ``model(*batch.inputs())``; ``input_names`` and
   ``dynamic_axes`` name those inputs for ONNX; ``InputKind.example_inputs`` makes valid dummy inputs
   for tracing, FLOP counting and tests.
@@ -20,6 +22,7 @@ entry, and nothing else changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -75,6 +78,16 @@ class KindDataset(Protocol):
 
     def to(self, device: torch.device | str) -> KindDataset: ...
 
+    # Streaming (``StreamingLoader``) also needs these two; in-memory training does not.
+    @classmethod
+    def concatenate(cls, parts: Sequence[KindDataset]) -> KindDataset:
+        """One dataset holding the jets of ``parts`` in order (all built with the same settings)."""
+        ...
+
+    def subset(self, index: np.ndarray) -> KindDataset:
+        """A new dataset (on the CPU) holding only jets ``index``, in that order."""
+        ...
+
 
 class InputKind(ABC):
     """One kind of model input: how canonical jets become batches, and how its inputs are named."""
@@ -89,6 +102,10 @@ class InputKind(ABC):
     def build(self, jets: ak.Array, data_cfg: dict[str, Any], model: nn.Module,
               device: torch.device | str = "cpu", source: str = "<memory>") -> KindDataset:
         """The dataset of canonical ``jets`` (with a ``label`` field) for ``model``, per ``data_cfg``."""
+
+    def columns(self, data_cfg: dict[str, Any], model: nn.Module) -> list[str] | None:
+        """The store columns ``build`` reads (streaming reads only these); None: all of them."""
+        return None
 
     @abstractmethod
     def example_inputs(self, model: nn.Module, batch_size: int = 2, length: int = 24,

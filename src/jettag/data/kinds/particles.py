@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from jettag.data import store
-from jettag.data.features import DEFAULT_MAX_LEN, feature_names, particle_table
+from jettag.data.features import DEFAULT_MAX_LEN, feature_names, particle_table, required_fields
 from jettag.data.kinds.base import InputKind, TensorBatch
 
 PAD_MULTIPLE = 8
@@ -263,6 +263,9 @@ class ParticlesKind(InputKind):
     def build(self, jets: ak.Array, data_cfg: dict[str, Any], model: nn.Module,
               device: torch.device | str = "cpu", source: str = "<memory>") -> JetTensors:
         return JetTensors.from_jets(jets, data_cfg["feature_set"], data_cfg["max_len"], device, source=source)
+
+    def columns(self, data_cfg: dict[str, Any], model: nn.Module) -> list[str]:
+        return [*required_fields(data_cfg["feature_set"]), "label"]
 
     def example_inputs(self, model: nn.Module, batch_size: int = 2, length: int = 24,
                        seed: int = 0, full: bool = False) -> tuple[torch.Tensor, ...]:
