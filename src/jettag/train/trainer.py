@@ -398,6 +398,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
         splits, classes = {}, list(formats.dataset_classes(path))
     else:
         splits, classes = load_splits(cfg, ("train", "val"), path=path)
+        split_counts = {part: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
+                        for part, jets in splits.items()}
+        check_class_counts(split_counts, classes, str(d["path"]))  # before any model is built
     cfg["classes"] = classes
 
     # ---- model, then its kind of input
@@ -421,16 +424,13 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
                 device=info.device)
         loader, val_data = streams["train"], streams["val"]
         split_counts = {part: streams[part].label_counts(len(classes)) for part in streams}
+        check_class_counts(split_counts, classes, str(d["path"]))  # from the label column alone
     else:
-        split_counts = {part: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
-                        for part, jets in splits.items()}
-    check_class_counts(split_counts, classes, str(d["path"]))
-    counts = split_counts["train"]
-    if not d["streaming"]:
         train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
         val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
         loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
                              rank=info.rank, world_size=info.world_size)
+    counts = split_counts["train"]
 
     # ---- optimizer, schedule
     groups = param_groups(model, t["lr"], t["weight_decay"], t["lr_head"], t["freeze_backbone"])
