@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from jettag.models import create_model, feature_dim, list_models
-from jettag.models.layers import MaskedBatchNorm, PairEmbed
+from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
 from jettag.models.onnx import example_inputs
 from jettag.models.profile import count_parameters, flops_per_jet
 
@@ -102,6 +102,46 @@ def test_mi_softmax_rows_sum_to_one_over_real_particles(models):
         # independent: a plain softmax over the real keys only
         expect = torch.softmax(u1[b, :, :n, :n], dim=-1)
         torch.testing.assert_close(probs[b, :, :n, :n], expect)
+
+
+def test_mi_attention_dropout_is_an_independent_scaled_bernoulli_mask():
+    """Training-mode MI attention = softmax(U1) * keep / (1 - p) @ V, keep ~ Bernoulli(1 - p) per element,
+    drawn from torch's generator (uniform u, kept iff u >= p), a fresh mask on every call."""
+    p, (b, h, n) = 0.25, (3, 4, 9)
+    attn = ValueAttention(8, h, dropout=p).train()
+    x = torch.randn(b, n, 8)
+    probs = torch.softmax(torch.randn(b, h, n, n), -1)
+    torch.manual_seed(5)
+    got = attn(x, probs)
+    torch.manual_seed(5)
+    keep = torch.empty(b, h, n, n).uniform_() >= p
+    v = attn.vv(x).view(b, n, h, 2).transpose(1, 2)
+    expect = torch.matmul(probs * keep / (1 - p), v).transpose(1, 2).reshape(b, n, 8)
+    # float32: the 1/(1-p) scale is applied after the product instead of before
+    torch.testing.assert_close(got, expect, atol=1e-6, rtol=1e-6)
+    # the same module in eval mode: no dropout
+    torch.testing.assert_close(attn.eval()(x, probs), torch.matmul(probs, v).transpose(1, 2).reshape(b, n, 8))
+    torch.manual_seed(6)
+    masks = [dropout_keep_mask(torch.Size([400_000]), p, x) for _ in range(2)]
+    for m in masks:  # keep rate 0.75 within 5 standard deviations (sd ~ 7e-4)
+        assert set(m.unique().tolist()) == {0.0, 1.0}
+        assert abs(m.mean().item() - (1 - p)) < 5 * (p * (1 - p) / m.numel()) ** 0.5
+    # two draws are independent: P(both kept) = (1 - p)^2
+    both = (masks[0] * masks[1]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / masks[0].numel()) ** 0.5
+
+
+def test_mi_attention_dropout_gradients():
+    """Backward of the dropout + value mixing (mask rebuilt from saved state) against finite differences."""
+    attn = ValueAttention(6, 3, dropout=0.3).double().train()
+    x = torch.randn(2, 5, 6, dtype=torch.double, requires_grad=True)
+    probs = torch.softmax(torch.randn(2, 3, 5, 5, dtype=torch.double), -1).requires_grad_()
+
+    def f(x, probs):
+        torch.manual_seed(7)  # the same mask on every evaluation
+        return attn(x, probs)
+
+    assert torch.autograd.gradcheck(f, (x, probs))
 
 
 @pytest.mark.parametrize("name", ["mipart", "part", "particlenet", "pfn"])

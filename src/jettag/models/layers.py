@@ -272,12 +272,55 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
+def dropout_keep_mask(shape: torch.Size, p: float, like: torch.Tensor) -> torch.Tensor:
+    """An independent Bernoulli(1 - p) keep mask (1.0 kept, 0.0 dropped) in ``like``'s dtype.
+
+    Drawn from torch's default generator (so a checkpointed RNG state replays it) as one uniform
+    per element, turned into 0/1 in place as floor(u + 1 - p): u >= p keeps, the same event as
+    ``bernoulli_`` up to float rounding at the threshold. Unlike ``bernoulli_`` (a per-element
+    generic kernel) and ``F.dropout`` (mask, scale and product as three fresh tensors) this is one
+    RNG pass and two vectorised in-place passes over a single buffer.
+    """
+    keep = torch.empty(shape, dtype=like.dtype, device=like.device).uniform_()
+    return keep.add_(1.0 - p).floor_()
+
+
+class _DropoutValueMix(torch.autograd.Function):
+    """``dropout(probs, p) @ v`` with the 1/(1-p) scale on the (small) output.
+
+    Saves the shared ``probs`` (alive anyway: every MI block reads it) and one keep mask, instead
+    of autograd's float noise plus the dropped (B, H, P, P) product for each block; the dropped
+    probabilities are rebuilt in backward for the gradient of ``v``.
+    """
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        keep = dropout_keep_mask(probs.shape, p, probs)
+        scale = 1.0 / (1.0 - p)
+        out = torch.matmul(probs * keep, v).mul_(scale)
+        ctx.save_for_backward(probs, v, keep)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        probs, v, keep = ctx.saved_tensors
+        grad = grad * ctx.scale
+        grad_probs = grad_v = None
+        if ctx.needs_input_grad[0]:
+            grad_probs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
+        if ctx.needs_input_grad[1]:
+            grad_v = torch.matmul((probs * keep).transpose(-1, -2), grad)
+        return grad_probs, grad_v, None
+
+
 class ValueAttention(nn.Module):
     """MIParT's MI attention: out = softmax(U1) V with one head per U1 channel, value-only.
 
     The probabilities (B, H, P, P) are computed once per forward by the model and shared by all
     MI blocks; attention dropout is applied per block to the shared probabilities, as in the
-    authors' code. There is no output projection (the authors' MIAttention has none).
+    authors' code (an independent keep mask per element and block, ``_DropoutValueMix``). There is
+    no output projection (the authors' MIAttention has none).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -292,9 +335,11 @@ class ValueAttention(nn.Module):
     def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
         v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
+        probs = probs.to(v.dtype)
         if self.training and self.dropout > 0:
-            probs = F.dropout(probs, self.dropout)
-        out = torch.matmul(probs.to(v.dtype), v)  # (B, H, P, hd)
+            out = _DropoutValueMix.apply(probs, v, self.dropout)
+        else:
+            out = torch.matmul(probs, v)  # (B, H, P, hd)
         return out.transpose(1, 2).reshape(b, p, d)
 
 
