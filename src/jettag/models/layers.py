@@ -194,9 +194,13 @@ class PairEmbed(nn.Module):
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
-                y = x.new_zeros(b, n, n, x.shape[-1])
-                y = y.index_put((bidx, ii, jj), x).index_put((bidx, jj, ii), x)
-                outs.append(y.permute(0, 3, 1, 2))
+                # written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor, so
+                # the softmax / attention bias downstream reads rows without a layout copy
+                y = x.new_zeros(b, x.shape[-1], n, n)
+                view = y.permute(0, 2, 3, 1)
+                view.index_put_((bidx, ii, jj), x)
+                view.index_put_((bidx, jj, ii), x)
+                outs.append(y)
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -488,12 +492,39 @@ class EdgeConv(nn.Module):
             self.sc_bn = MaskedBatchNorm(out_feats[-1])
 
     def forward(self, points: torch.Tensor, features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """points (B, P, Cp), features (B, P, C) channel-last, keep (B, P) bool -> (B, P, C_out)."""
+        """points (B, P, Cp), features (B, P, C) channel-last, keep (B, P) bool -> (B, P, C_out).
+
+        Rows of padded particles are zero in the output.
+        """
         idx = knn_indices(points, keep, self.k)
         w = self.convs[0].weight
         w_center, w_diff = w[:, : self.in_feat], w[:, self.in_feat:]
         center = F.linear(features, w_center - w_diff)  # (B, P, C1)
         neigh = F.linear(features, w_diff)  # (B, P, C1)
+        if exporting():
+            return self._forward_dense(features, keep, idx, center, neigh)
+        return self._forward_real(features, keep, idx, center, neigh)
+
+    def _forward_real(self, features: torch.Tensor, keep: torch.Tensor, idx: torch.Tensor,
+                      center: torch.Tensor, neigh: torch.Tensor) -> torch.Tensor:
+        """Eager path: the edge MLP on the (N_real * k, C) edges of real particles only, as 2-D GEMMs
+        with the native BatchNorm (its batch statistics are then exactly those over real edges)."""
+        b, p, c1 = center.shape
+        bsel, psel = keep.nonzero(as_tuple=True)  # (N,) real particles
+        nb = (idx[bsel, psel] + (bsel * p).unsqueeze(-1)).reshape(-1)  # (N * k,) rows of (B * P)
+        x = (center[bsel, psel].unsqueeze(1) + neigh.reshape(b * p, c1)[nb].view(-1, self.k, c1))
+        x = F.relu(self.bns[0](x.view(-1, c1)))
+        for conv, bn in zip(self.convs[1:], self.bns[1:]):
+            x = F.relu(bn(conv(x)))
+        fts = x.view(-1, self.k, x.shape[-1]).mean(dim=1)  # (N, C_out)
+        real = features[bsel, psel]
+        sc = real if self.sc is None else self.sc_bn(self.sc(real))
+        out = fts.new_zeros(b, p, fts.shape[-1])
+        return out.index_put_((bsel, psel), F.relu(sc + fts))
+
+    def _forward_dense(self, features: torch.Tensor, keep: torch.Tensor, idx: torch.Tensor,
+                       center: torch.Tensor, neigh: torch.Tensor) -> torch.Tensor:
+        """Export path: every particle's edges (B, P, k, C), no data-dependent shapes."""
         x = center.unsqueeze(2) + gather_neighbours(neigh, idx)  # (B, P, k, C1)
         emask = keep[:, :, None, None]
         x = F.relu(self.bns[0](x, emask, channel_last=True))
@@ -504,7 +535,7 @@ class EdgeConv(nn.Module):
             sc = self.sc_bn(self.sc(features), keep.unsqueeze(-1), channel_last=True)
         else:
             sc = features
-        return F.relu(sc + fts)
+        return F.relu(sc + fts).masked_fill(~keep.unsqueeze(-1), 0.0)
 
 
 def init_linear(model: nn.Module) -> None:
