@@ -226,3 +226,32 @@ def test_bad_inputs_raise_clear_errors(models):
         models["mipart"](points, features, vectors, mask[..., :4])
     with pytest.raises(ValueError, match="points must be"):
         models["particlenet"](points[:, :1], features, vectors, mask)
+
+
+def test_edgeconv_real_edge_path_equals_dense_path_in_training():
+    """The eager EdgeConv (real particles' edges only, native BN) against the dense export path: same
+    outputs, BN running statistics and gradients in training mode, padded rows zero."""
+    import copy
+
+    from jettag.models.layers import EdgeConv, knn_indices
+
+    torch.manual_seed(0)
+    conv = EdgeConv(4, 5, (8, 8, 6)).train()
+    dense = copy.deepcopy(conv)
+    lengths = torch.tensor([2, 9, 12, 6])  # a jet with fewer than k real particles included
+    keep = torch.arange(12).unsqueeze(0) < lengths.unsqueeze(1)
+    feats = (torch.randn(4, 12, 5) * keep.unsqueeze(-1)).requires_grad_()
+    pts = torch.randn(4, 12, 2)
+    got = conv(pts, feats, keep)
+    w = dense.convs[0].weight
+    center, neigh = F.linear(feats, w[:, :5] - w[:, 5:]), F.linear(feats, w[:, 5:])
+    expect = dense._forward_dense(feats, keep, knn_indices(pts, keep, 4), center, neigh)
+    # float32 sums over the same edges in another order
+    torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
+    assert got[~keep].abs().max() == 0 and got[keep].abs().max() > 0.1
+    for (name, a), b in zip(conv.named_buffers(), dense.buffers()):
+        torch.testing.assert_close(a.float(), b.float(), atol=1e-6, rtol=1e-5, msg=name)
+    g_got = torch.autograd.grad(got.square().sum(), [feats, *conv.parameters()])
+    g_exp = torch.autograd.grad(expect.square().sum(), [feats, *dense.parameters()])
+    for a, b in zip(g_got, g_exp):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)
