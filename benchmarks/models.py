@@ -1,6 +1,6 @@
 """Model throughput and memory: every jettag model beside its reference code, on the same batches.
 
-Run:  python benchmarks/models.py                (writes benchmarks/models_result.json)
+Run:  python benchmarks/models.py     (writes benchmarks/models_result.json and benchmarks/models.md)
 
 Pairs (reference | jettag), each measured in this one process:
 
@@ -346,6 +346,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown (CPU)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "models_result.json"))
+    parser.add_argument("--table", default=str(ROOT / "benchmarks" / "models.md"), help="markdown table")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -393,7 +394,7 @@ def main() -> int:
     result["uptime_end"] = uptime()
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)
-    Path(args.out).with_suffix(".md").write_text(table)
+    Path(args.table).write_text(table)
     print(table)
     return 0
 
