@@ -41,8 +41,8 @@ def jettag_logits(name: str, inputs) -> torch.Tensor:
 
 def test_golden_inputs_are_the_stored_ones(stored):
     for key, value in zip(("points", "features", "vectors", "mask"), golden.golden_inputs()):
-        # cos/sin/sinh of the SIMD kernel in use (AVX2, AVX-512, default) differ in the last bit
-        torch.testing.assert_close(value, stored[key], atol=1e-6, rtol=1e-6, msg=key)
+        # cos/sin/sinh of the SIMD kernel in use (AVX2, AVX-512, default) differ by a few ulp
+        torch.testing.assert_close(value, stored[key], atol=1e-5, rtol=1e-5, msg=key)
     assert int(stored["seed"]) == golden.SEED
 
 
