@@ -1,23 +1,31 @@
-"""Model throughput and memory: jettag's models side by side with weaver-core's ParT and ParticleNet.
+"""Model throughput and memory: every jettag model beside its reference code, on the same batches.
 
-Run:  .venv/bin/python benchmarks/models.py            (writes benchmarks/models_result.json)
+Run:  python benchmarks/models.py     (writes benchmarks/models_result.json and benchmarks/models.md)
 
-All models see identical jets (realistic multiplicity: gamma-distributed, mean ~55, 2..128
-particles; physical 4-vectors, 7 standard-normal features). Measured in one process, one model
-after the other, on the same batches:
+Pairs (reference | jettag), each measured in this one process:
 
-- training jets/s: forward + cross-entropy + backward + AdamW step (fp32 on CPU; bf16 autocast
-  at batch 512 on CUDA);
-- inference jets/s: eval mode, no grad;
-- peak memory of one training step / one inference batch: on CUDA ``max_memory_allocated``; on
-  CPU the growth of the peak resident set size of a fresh child process that builds the model
-  and runs the step (``VmHWM``), since CPU PyTorch has no allocator statistics.
+- weaver-core's ``ParticleTransformer`` | ``part``; weaver-core's ``ParticleNet`` | ``particlenet``;
+- the MIParT authors' ``MIParticleTransformer`` (MIParT and MIParT-L widths) | ``mipart``, ``mipart_l``.
+  Their file ``example_MIParticleTransformer.py`` (github.com/USST-HEP/MIParT) is not part of jettag:
+  it is read from ``$JETTAG_MIPART_REFERENCE`` or ``.reference/`` (git-ignored); without it those
+  comparisons are reported as skipped;
+- ``pfn`` has no reference here and is timed alone.
 
-Batching: jettag gets length-bucketed batches (sorted by multiplicity within chunks, as
-``jettag.data.loader``; P = longest jet rounded up to 8), the weaver models get every batch padded
-to 128 and trim it themselves (weaver-core's default ``trim=True``). "jettag part @128" gives
-jettag's ParT the very batches weaver gets, to separate the model's own speed-up from bucketing.
-On CUDA the script also times ``torch.compile`` of weaver's ParT and of jettag's models.
+Batches (identical for both sides of every pair): multiplicities ~ N(55, 18) rounded and clipped to
+[5, 128]; an epoch is shuffled, sorted by length within chunks of 64 batches (as
+``jettag.data.loader``) and cut into batches of 64 jets, each padded to its longest jet rounded up
+to 8; ``--train-batches`` of them are drawn at random. The reference models are built with
+``trim=False``: on such batches trimming could only remove nothing (eval) or drop real particles at
+random (weaver's training-time quantile trim), i.e. change the mathematics.
+
+Timing: fp32, ``--threads`` torch threads (default 2). For each pair the reference and jettag alternate
+``--rounds`` times (train: forward + cross-entropy + backward + AdamW step over all drawn batches;
+inference: eval mode, no grad, batches of 128), so that load from other processes hits both alike;
+the table gives the median rate of each side and the ratio of the medians.
+
+Peak memory of one training step / inference batch (the largest drawn batch): on CPU the growth of
+the peak resident set size of a fresh child process (``VmHWM``), as CPU PyTorch has no allocator
+statistics; on CUDA ``max_memory_allocated``. GPU figures are owed until the script runs on one.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -38,13 +47,19 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from jettag.data.kinds.particles import example_inputs  # noqa: E402
 from jettag.models import create_model  # noqa: E402
 
 PN_CONV = [(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))]
-CONFIGS = ["jettag:pfn", "jettag:particlenet", "weaver:particlenet", "jettag:particlenet@128",
-           "jettag:mipart", "jettag:mipart_l", "jettag:part", "weaver:part", "jettag:part@128"]
+PAIRS = {  # jettag model -> reference configuration
+    "part": "weaver:part",
+    "particlenet": "weaver:particlenet",
+    "mipart": "authors:mipart",
+    "mipart_l": "authors:mipart_l",
+    "pfn": None,
+}
 
 
 def machine() -> dict:
@@ -69,60 +84,63 @@ def uptime() -> str:
 
 
 def jet_lengths(n: int, seed: int) -> np.ndarray:
-    """Multiplicities ~ Gamma(k=5, mean 55), clipped to [2, 128] (JetClass-like spread)."""
+    """Multiplicities ~ N(55, 18), rounded and clipped to [5, 128]."""
     rng = np.random.default_rng(seed)
-    return np.clip(np.rint(rng.gamma(5.0, 55.0 / 5.0, size=n)), 2, 128).astype(int)
+    return np.clip(np.rint(rng.normal(55.0, 18.0, size=n)), 5, 128).astype(int)
 
 
 def make_sample(n: int, seed: int, feature_dim: int = 7) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
-    """``n`` jets (lengths, inputs padded to 128); every model's batches are cut from these."""
+    """``n`` jets (lengths, inputs padded to 128); every batch is cut from these."""
     lengths = jet_lengths(n, seed)
     return lengths, example_inputs(feature_dim, lengths=lengths.tolist(), length=128, seed=seed)
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int
-                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(bucketed, random) batches holding the very same jets.
+def plan_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int) -> list[np.ndarray]:
+    """``n_batches`` batches drawn at random from one length-bucketed epoch (``jettag.data.loader``)."""
+    from jettag.data.loader import bucket_batches
 
-    An epoch over all jets is cut as ``jettag.data.loader`` does (shuffle, sort by length within
-    chunks of 64 batches); ``n_batches`` of its batches are drawn at random and timed. The weaver
-    runs get the union of those jets reshuffled into random batches (what weaver's loader yields).
-    """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(lengths))
-    try:
-        from jettag.data.loader import bucket_batches
-
-        epoch = bucket_batches(lengths, order, batch_size, True, 64)
-    except ImportError:  # same rule without the loader module
-        chunk = 64 * batch_size
-        parts = [order[i:i + chunk] for i in range(0, len(order), chunk)]
-        order = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in parts])
-        epoch = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    epoch = bucket_batches(lengths, rng.permutation(len(lengths)), batch_size, True, 64)
     epoch = [b for b in epoch if len(b) == batch_size]
-    picked = [epoch[k] for k in rng.choice(len(epoch), size=min(n_batches, len(epoch)), replace=False)]
-    jets = rng.permutation(np.concatenate(picked))
-    return picked, [jets[i:i + batch_size] for i in range(0, len(jets), batch_size)]
+    return [epoch[k] for k in rng.choice(len(epoch), size=min(n_batches, len(epoch)), replace=False)]
 
 
-def cut(sample: tuple[torch.Tensor, ...], lengths: np.ndarray, idx: np.ndarray, bucket: bool
-        ) -> tuple[torch.Tensor, ...]:
-    """One batch: P = longest jet rounded up to 8 (bucketed, jettag) or 128 (weaver's padding)."""
-    p = min(128, -(-int(lengths[idx].max()) // 8) * 8) if bucket else 128
+def cut(sample: tuple[torch.Tensor, ...], lengths: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """One batch padded to its longest jet rounded up to 8."""
+    p = min(128, -(-int(lengths[idx].max()) // 8) * 8)
     index = torch.from_numpy(idx)
     return tuple(t[index, :, :p].contiguous() for t in sample)
 
 
+def authors_available() -> bool:
+    from mipart_golden import reference_path
+
+    return reference_path().is_file()
+
+
 def build(config: str, num_classes: int = 10):
-    """(model, call(model, batch) -> logits) for a configuration name."""
+    """(model, call(model, batch) -> logits) for ``jettag:``, ``weaver:`` or ``authors:`` + model name."""
     source, name = config.split(":")
-    name = name.split("@")[0]
     if source == "jettag":
         model = create_model(name, num_classes=num_classes, features=7)
         return model, lambda m, b: m(*b)
     import logging
 
     logging.getLogger("weaver").setLevel(logging.WARNING)
+    if source == "authors":
+        import warnings
+
+        from mipart_golden import CONFIGS, load_reference, reference_path
+
+        warnings.filterwarnings("ignore", message=".*autocast.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+        ref = load_reference(reference_path())
+        model = ref.MIParticleTransformer(
+            input_dim=7, num_classes=num_classes, pair_input_dim=4, use_pre_activation_pair=False,
+            num_heads=8, num_MIlayers=5, num_layers=5, num_cls_layers=2, block_params=None,
+            cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0}, fc_params=[],
+            activation="gelu", trim=False, for_inference=False, **CONFIGS[name])
+        return model, lambda m, b: m(b[1], v=b[2], mask=b[3].float())
     if name == "part":
         from weaver.nn.model.ParticleTransformer import ParticleTransformer
 
@@ -130,7 +148,7 @@ def build(config: str, num_classes: int = 10):
                                     use_pre_activation_pair=False, embed_dims=[128, 512, 128],
                                     pair_embed_dims=[64, 64, 64], num_heads=8, num_layers=8, num_cls_layers=2,
                                     cls_block_params=dict(dropout=0, attn_dropout=0, activation_dropout=0),
-                                    fc_params=[], activation="gelu", trim=True)
+                                    fc_params=[], activation="gelu", trim=False)
         return model, lambda m, b: m(b[1], v=b[2], mask=b[3].float())
     from weaver.nn.model.ParticleNet import ParticleNet
 
@@ -143,49 +161,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_speed(model, call, batches, device, amp_dtype, warmup: int = 2, steps: int | None = None) -> float:
-    model.train().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    labels = [torch.randint(0, 10, (b[0].shape[0],), generator=torch.Generator().manual_seed(i))
-              for i, b in enumerate(batches)]
+class Timer:
+    """One model's training and inference passes over fixed batches, callable round after round."""
 
-    def step(i: int) -> None:
-        b = tuple(t.to(device) for t in batches[i % len(batches)])
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(call(model, b).float(), labels[i % len(batches)].to(device))
-        opt.zero_grad(set_to_none=True)
+    def __init__(self, config: str, train_batches, infer_batches, device, amp_dtype) -> None:
+        self.model, self.call = build(config)
+        self.model.to(device)
+        self.train_b, self.infer_b = train_batches, infer_batches
+        self.device, self.amp = device, amp_dtype
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.labels = [torch.randint(0, 10, (b[0].shape[0],), generator=torch.Generator().manual_seed(i))
+                       for i, b in enumerate(train_batches)]
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def _train_step(self, i: int) -> None:
+        b = tuple(t.to(self.device) for t in self.train_b[i])
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss = F.cross_entropy(self.call(self.model, b).float(), self.labels[i].to(self.device))
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.opt.step()
 
-    for i in range(warmup):
-        step(i)
-    _sync(device)
-    n_steps = steps or len(batches)
-    jets = sum(batches[i % len(batches)][0].shape[0] for i in range(n_steps))
-    t0 = time.perf_counter()
-    for i in range(n_steps):
-        step(i)
-    _sync(device)
-    return jets / (time.perf_counter() - t0)
+    def train_round(self) -> float:
+        """Jets per second over one pass of training steps on all batches."""
+        self.model.train()
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for i in range(len(self.train_b)):
+            self._train_step(i)
+        _sync(self.device)
+        return sum(b[0].shape[0] for b in self.train_b) / (time.perf_counter() - t0)
 
+    @torch.no_grad()
+    def infer_round(self) -> float:
+        self.model.eval()
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for b in self.infer_b:
+            b = tuple(t.to(self.device) for t in b)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                self.call(self.model, b)
+        _sync(self.device)
+        return sum(b[0].shape[0] for b in self.infer_b) / (time.perf_counter() - t0)
 
-@torch.no_grad()
-def infer_speed(model, call, batches, device, amp_dtype, warmup: int = 1) -> float:
-    model.eval().to(device)
-
-    def step(b) -> None:
-        b = tuple(t.to(device) for t in b)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            call(model, b)
-
-    for b in batches[:warmup]:
-        step(b)
-    _sync(device)
-    t0 = time.perf_counter()
-    for b in batches:
-        step(b)
-    _sync(device)
-    return sum(b[0].shape[0] for b in batches) / (time.perf_counter() - t0)
+    def warm_up(self) -> None:
+        self.model.train()
+        self._train_step(0)
+        self.infer_round()
 
 
 GEMM_OPS = (  # matrix products, including the fused attention kernel of the class-attention blocks
@@ -217,7 +239,7 @@ def train_profile(model, call, batches) -> dict:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
-    dropout = sum(e.self_cpu_time_total for e in events if e.key == "aten::bernoulli_")
+    dropout = sum(e.self_cpu_time_total for e in events if e.key in ("aten::bernoulli_", "aten::uniform_"))
     return {
         "profiled_s": round(total / 1e6, 3),
         "gemm_s": round(gemm / 1e6, 3),
@@ -236,14 +258,18 @@ def _hwm_kib() -> int:
     return int(line.split()[1])
 
 
-def memory_child(config: str, mode: str, batch_size: int, seed: int) -> None:
+def memory_batch(batch_size: int, n_batches: int, seed: int, epoch_jets: int) -> tuple[torch.Tensor, ...]:
+    """The drawn training batch with the most particles (the one that sets the peak)."""
+    lengths, sample = make_sample(epoch_jets, seed)
+    picked = plan_batches(lengths, batch_size, n_batches, seed)
+    return cut(sample, lengths, max(picked, key=lambda idx: int(lengths[idx].max())))
+
+
+def memory_child(config: str, mode: str, batch_size: int, n_batches: int, seed: int, epoch_jets: int) -> None:
     """Child process: peak RSS growth (MiB) of one training step or inference batch on CPU."""
     torch.set_num_threads(1)
     model, call = build(config)
-    bucket = not config.endswith("@128") and config.startswith("jettag")
-    lengths, sample = make_sample(64 * batch_size, seed)
-    picked, shuffled = plan_batches(lengths, batch_size, 1, seed)
-    batch = cut(sample, lengths, picked[0] if bucket else shuffled[0], bucket)
+    batch = memory_batch(batch_size, n_batches, seed, epoch_jets)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if mode == "train":  # one untimed step so optimizer state exists before the baseline
         model.train()
@@ -260,8 +286,9 @@ def memory_child(config: str, mode: str, batch_size: int, seed: int) -> None:
     print(json.dumps({"peak_mib": max(0, _hwm_kib() - base) / 1024}))
 
 
-def cpu_memory(config: str, mode: str, batch_size: int, seed: int) -> float | None:
-    cmd = [sys.executable, __file__, "--memory-child", config, mode, str(batch_size), str(seed)]
+def cpu_memory(config: str, mode: str, args: argparse.Namespace) -> float | None:
+    cmd = [sys.executable, __file__, "--memory-child", config, mode, str(args.batch), str(args.train_batches),
+           str(args.seed), str(args.epoch_jets)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     try:
@@ -271,110 +298,128 @@ def cpu_memory(config: str, mode: str, batch_size: int, seed: int) -> float | No
         return None
 
 
+def median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 1)
+
+
+def compare(jettag: str, reference: str | None, batches, device, amp, args) -> dict:
+    """Alternate reference and jettag for ``args.rounds`` rounds; medians, ratios, memory, profile."""
+    sides = {f"jettag:{jettag}": Timer(f"jettag:{jettag}", *batches, device, amp)}
+    if reference is not None:
+        sides[reference] = Timer(reference, *batches, device, amp)
+    rates: dict[str, dict[str, list[float]]] = {k: {"train": [], "infer": []} for k in sides}
+    for timer in sides.values():
+        timer.warm_up()
+    for _ in range(args.rounds):
+        for name, timer in reversed(sides.items()):  # reference first in every round
+            rates[name]["train"].append(timer.train_round())
+            rates[name]["infer"].append(timer.infer_round())
+    entry: dict = {}
+    for name, timer in sides.items():
+        entry[name] = {"params": timer.params,
+                       "train_jets_per_s": median(rates[name]["train"]),
+                       "infer_jets_per_s": median(rates[name]["infer"]),
+                       "train_rounds": [round(x, 1) for x in rates[name]["train"]],
+                       "infer_rounds": [round(x, 1) for x in rates[name]["infer"]]}
+        if args.profile and device.type == "cpu":
+            entry[name]["train_profile"] = train_profile(timer.model, timer.call, timer.train_b[:2])
+        if device.type == "cpu" and not args.no_memory:
+            entry[name]["train_peak_mib_cpu"] = cpu_memory(name, "train", args)
+            entry[name]["infer_peak_mib_cpu"] = cpu_memory(name, "infer", args)
+    if reference is not None:
+        ours, ref = entry[f"jettag:{jettag}"], entry[reference]
+        entry["ratio_train"] = round(ours["train_jets_per_s"] / ref["train_jets_per_s"], 2)
+        entry["ratio_infer"] = round(ours["infer_jets_per_s"] / ref["infer_jets_per_s"], 2)
+    return entry
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epoch-jets", type=int, default=4096, help="jets in the sample (one epoch)")
-    parser.add_argument("--train-batches", type=int, default=8, help="batches timed for training")
-    parser.add_argument("--infer-batches", type=int, default=4, help="batches (2x size) timed, inference")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (CPU 64, CUDA 512)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--configs", nargs="*", default=CONFIGS)
+    parser.add_argument("--epoch-jets", type=int, default=8192, help="jets in the sample (one epoch)")
+    parser.add_argument("--train-batches", type=int, default=4, help="batches timed per training round")
+    parser.add_argument("--infer-batches", type=int, default=4, help="batches (2x size) per inference round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="*", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown (CPU)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "models_result.json"))
-    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--table", default=str(ROOT / "benchmarks" / "models.md"), help="markdown table")
+    parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        config, mode, batch, seed = args.memory_child
-        memory_child(config, mode, int(batch), int(seed))
+        config, mode, batch, n_batches, seed, epoch = args.memory_child
+        memory_child(config, mode, int(batch), int(n_batches), int(seed), int(epoch))
         return 0
 
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     amp = torch.bfloat16 if cuda else None
-    batch = args.batch or (512 if cuda else 64)
     torch.manual_seed(args.seed)
+    lengths, sample = make_sample(args.epoch_jets, args.seed)
+    train_idx = plan_batches(lengths, args.batch, args.train_batches, args.seed)
+    infer_idx = plan_batches(lengths, 2 * args.batch, args.infer_batches, args.seed + 1)
+    batches = ([cut(sample, lengths, i) for i in train_idx], [cut(sample, lengths, i) for i in infer_idx])
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["python", "benchmarks/models.py", *sys.argv[1:]]),
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "uptime_start": uptime(),
         "settings": {"device": str(device), "precision": "bf16 autocast" if amp else "fp32",
-                     "batch_size": batch, "epoch_jets": args.epoch_jets, "train_batches": args.train_batches,
-                     "infer_batches": args.infer_batches,
-                     "lengths": "Gamma(k=5, mean 55) clipped to [2, 128]"},
-        "models": {},
+                     "batch_size": args.batch, "threads": args.threads, "epoch_jets": args.epoch_jets,
+                     "train_batches": args.train_batches, "infer_batches": args.infer_batches,
+                     "rounds": args.rounds, "lengths": "N(55, 18) rounded, clipped to [5, 128]",
+                     "padding": "each batch to its longest jet rounded up to 8, same batches for both sides",
+                     "train_P": [b[0].shape[-1] for b in batches[0]],
+                     "infer_P": [b[0].shape[-1] for b in batches[1]]},
+        "pairs": {},
     }
-    lengths, sample = make_sample(args.epoch_jets, args.seed)
-    result["settings"]["mean_length"] = round(float(lengths.mean()), 1)
-    train_plan = plan_batches(lengths, batch, args.train_batches, args.seed)
-    infer_plan = plan_batches(lengths, 2 * batch, args.infer_batches, args.seed + 1)
-    batches = {}
-    for k, bucket in enumerate((True, False)):
-        batches[bucket] = ([cut(sample, lengths, idx, bucket) for idx in train_plan[k]],
-                           [cut(sample, lengths, idx, bucket) for idx in infer_plan[k]])
-    result["settings"]["mean_P_bucketed_train"] = float(np.mean([b[0].shape[-1] for b in batches[True][0]]))
-    for config in args.configs:
-        bucket = config.startswith("jettag") and not config.endswith("@128")
-        model, call = build(config)
-        train_b, infer_b = batches[bucket]
-        entry = {"params": sum(p.numel() for p in model.parameters()),
-                 "batches": "bucketed, P = longest rounded up to 8" if bucket else "padded to 128"}
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        # weaver's SequenceTrimmer only starts trimming after 5 calls: warm up past that
-        warm = 6 if config.startswith("weaver") else 2
-        entry["train_jets_per_s"] = round(train_speed(model, call, train_b, device, amp, warmup=warm), 1)
-        if cuda:
-            entry["train_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            torch.cuda.reset_peak_memory_stats()
-        entry["infer_jets_per_s"] = round(infer_speed(model, call, infer_b, device, amp), 1)
-        if not cuda and config.split("@")[0] in ("jettag:part", "weaver:part"):
-            entry["train_profile"] = train_profile(model, call, train_b)
-        if cuda:
-            entry["infer_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            compiled = torch.compile(model)
-            speed = train_speed(compiled, call, train_b, device, amp, warmup=6)
-            entry["train_jets_per_s_compiled"] = round(speed, 1)
-        elif not args.no_memory:
-            entry["train_peak_mib_cpu"] = cpu_memory(config, "train", batch, args.seed)
-            entry["infer_peak_mib_cpu"] = cpu_memory(config, "infer", batch, args.seed)
-        result["models"][config] = entry
-        print(config, json.dumps(entry), flush=True)
-        del model
-
-    m = result["models"]
-
-    def ratio(a: str, b: str, key: str = "train_jets_per_s") -> float | None:
-        if a in m and b in m and m[b].get(key):
-            return round(m[a][key] / m[b][key], 2)
-        return None
-
-    result["ratios"] = {
-        "part_train_jettag_vs_weaver": ratio("jettag:part", "weaver:part"),
-        "part_train_jettag_vs_weaver_same_padded_batches": ratio("jettag:part@128", "weaver:part"),
-        "part_infer_jettag_vs_weaver": ratio("jettag:part", "weaver:part", "infer_jets_per_s"),
-        "particlenet_train_jettag_vs_weaver": ratio("jettag:particlenet", "weaver:particlenet"),
-        "particlenet_train_jettag_vs_weaver_same_padded_batches": ratio("jettag:particlenet@128",
-                                                                        "weaver:particlenet"),
-        "particlenet_infer_jettag_vs_weaver": ratio("jettag:particlenet", "weaver:particlenet",
-                                                    "infer_jets_per_s"),
-    }
-    if "jettag:part" in m and "weaver:part" in m and "train_profile" in m["jettag:part"]:
-        # same batches, same work: weaver's profiled time over jettag's GEMM time alone bounds what
-        # any CPU implementation of this mathematics could gain over weaver with these batches
-        bound = m["weaver:part"]["train_profile"]["profiled_s"] / m["jettag:part"]["train_profile"]["gemm_s"]
-        result["ratios"]["part_train_bound_if_only_gemms_remained"] = round(bound, 2)
+    have_authors = authors_available()
+    for name in args.models:
+        reference = PAIRS[name]
+        if reference and reference.startswith("authors:") and not have_authors:
+            print(f"{name}: the MIParT authors' file is not present ($JETTAG_MIPART_REFERENCE or "
+                  ".reference/): comparison skipped, jettag timed alone", flush=True)
+            result["pairs"][name] = {"reference": f"skipped: {reference} not present"}
+            reference = None
+        entry = compare(name, reference, batches, device, amp, args)
+        result["pairs"].setdefault(name, {}).update(entry)
+        ratios = {k: v for k, v in entry.items() if k.startswith("ratio")}
+        print(name, json.dumps(ratios or entry), flush=True)
     if not cuda:
-        result["gpu"] = ("owed (no GPU in this session): MIParT >= 20k jets/s training under 8 GiB at "
-                         "batch 512, >= 100k jets/s inference; ParT >= 2x weaver-core compiled. Rerun this "
-                         "script on a CUDA machine: it then uses bf16 autocast at batch 512 and adds "
-                         "torch.compile timings.")
+        result["gpu"] = "owed: no GPU in this session; rerun this script on a CUDA machine (bf16 autocast)."
     result["uptime_end"] = uptime()
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["ratios"], indent=2))
+    table = markdown_table(result)
+    Path(args.table).write_text(table)
+    print(table)
     return 0
+
+
+def markdown_table(result: dict) -> str:
+    lines = [f"# Model speed: jettag vs reference code ({result['date_utc']})", "",
+             f"Command: `{result['command']}`  ", f"Machine: {result['machine']['cpu']}, "
+             f"{result['machine']['nproc']} cores, torch {result['machine']['torch']}, "
+             f"{result['settings']['threads']} threads, {result['settings']['precision']}  ",
+             f"Load: {result['uptime_start']} -> {result['uptime_end']}", "",
+             "| model | reference | train jets/s (ref -> jettag) | ratio | infer jets/s (ref -> jettag) "
+             "| ratio | train peak MiB (ref -> jettag) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in result["pairs"].items():
+        ours = entry[f"jettag:{name}"]
+        ref_name = next((k for k in entry if ":" in k and not k.startswith("jettag:")), None)
+        ref = entry.get(ref_name, {}) if ref_name else {}
+        ref_label = ref_name or entry.get("reference", "none")
+
+        train, infer, peak = (f"{ref.get(k, '-')} -> {ours.get(k, '-')}"
+                              for k in ("train_jets_per_s", "infer_jets_per_s", "train_peak_mib_cpu"))
+        lines.append(f"| {name} | {ref_label} | {train} | {entry.get('ratio_train', '-')} | {infer} | "
+                     f"{entry.get('ratio_infer', '-')} | {peak} |")
+    lines += ["", f"GPU: {result.get('gpu', 'measured above')}", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

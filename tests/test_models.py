@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from jettag.data.kinds.particles import example_inputs
 from jettag.models import create_model, feature_dim, list_models
-from jettag.models.layers import MaskedBatchNorm, PairEmbed
+from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
 from jettag.models.profile import count_parameters, flops_per_jet
 
 ALL = ["lundnet3", "lundnet5", "mipart", "mipart_l", "part", "particlenet", "pfn"]
@@ -102,6 +102,46 @@ def test_mi_softmax_rows_sum_to_one_over_real_particles(models):
         # independent: a plain softmax over the real keys only
         expect = torch.softmax(u1[b, :, :n, :n], dim=-1)
         torch.testing.assert_close(probs[b, :, :n, :n], expect)
+
+
+def test_mi_attention_dropout_is_an_independent_scaled_bernoulli_mask():
+    """Training-mode MI attention = softmax(U1) * keep / (1 - p) @ V, keep ~ Bernoulli(1 - p) per element,
+    drawn from torch's generator (uniform u, kept iff u >= p), a fresh mask on every call."""
+    p, (b, h, n) = 0.25, (3, 4, 9)
+    attn = ValueAttention(8, h, dropout=p).train()
+    x = torch.randn(b, n, 8)
+    probs = torch.softmax(torch.randn(b, h, n, n), -1)
+    torch.manual_seed(5)
+    got = attn(x, probs)
+    torch.manual_seed(5)
+    keep = torch.empty(b, h, n, n).uniform_() >= p
+    v = attn.vv(x).view(b, n, h, 2).transpose(1, 2)
+    expect = torch.matmul(probs * keep / (1 - p), v).transpose(1, 2).reshape(b, n, 8)
+    # float32: the 1/(1-p) scale is applied after the product instead of before
+    torch.testing.assert_close(got, expect, atol=1e-6, rtol=1e-6)
+    # the same module in eval mode: no dropout
+    torch.testing.assert_close(attn.eval()(x, probs), torch.matmul(probs, v).transpose(1, 2).reshape(b, n, 8))
+    torch.manual_seed(6)
+    masks = [dropout_keep_mask(torch.Size([400_000]), p, x) for _ in range(2)]
+    for m in masks:  # keep rate 0.75 within 5 standard deviations (sd ~ 7e-4)
+        assert set(m.unique().tolist()) == {0.0, 1.0}
+        assert abs(m.mean().item() - (1 - p)) < 5 * (p * (1 - p) / m.numel()) ** 0.5
+    # two draws are independent: P(both kept) = (1 - p)^2
+    both = (masks[0] * masks[1]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / masks[0].numel()) ** 0.5
+
+
+def test_mi_attention_dropout_gradients():
+    """Backward of the dropout + value mixing (mask rebuilt from saved state) against finite differences."""
+    attn = ValueAttention(6, 3, dropout=0.3).double().train()
+    x = torch.randn(2, 5, 6, dtype=torch.double, requires_grad=True)
+    probs = torch.softmax(torch.randn(2, 3, 5, 5, dtype=torch.double), -1).requires_grad_()
+
+    def f(x, probs):
+        torch.manual_seed(7)  # the same mask on every evaluation
+        return attn(x, probs)
+
+    assert torch.autograd.gradcheck(f, (x, probs))
 
 
 @pytest.mark.parametrize("name", ["mipart", "part", "particlenet", "pfn"])
@@ -204,3 +244,32 @@ def test_bad_inputs_raise_clear_errors(models):
         models["mipart"](points, features, vectors, mask[..., :4])
     with pytest.raises(ValueError, match="points must be"):
         models["particlenet"](points[:, :1], features, vectors, mask)
+
+
+def test_edgeconv_real_edge_path_equals_dense_path_in_training():
+    """The eager EdgeConv (real particles' edges only, native BN) against the dense export path: same
+    outputs, BN running statistics and gradients in training mode, padded rows zero."""
+    import copy
+
+    from jettag.models.layers import EdgeConv, knn_indices
+
+    torch.manual_seed(0)
+    conv = EdgeConv(4, 5, (8, 8, 6)).train()
+    dense = copy.deepcopy(conv)
+    lengths = torch.tensor([2, 9, 12, 6])  # a jet with fewer than k real particles included
+    keep = torch.arange(12).unsqueeze(0) < lengths.unsqueeze(1)
+    feats = (torch.randn(4, 12, 5) * keep.unsqueeze(-1)).requires_grad_()
+    pts = torch.randn(4, 12, 2)
+    got = conv(pts, feats, keep)
+    w = dense.convs[0].weight
+    center, neigh = F.linear(feats, w[:, :5] - w[:, 5:]), F.linear(feats, w[:, 5:])
+    expect = dense._forward_dense(feats, keep, knn_indices(pts, keep, 4), center, neigh)
+    # float32 sums over the same edges in another order
+    torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
+    assert got[~keep].abs().max() == 0 and got[keep].abs().max() > 0.1
+    for (name, a), b in zip(conv.named_buffers(), dense.buffers()):
+        torch.testing.assert_close(a.float(), b.float(), atol=1e-6, rtol=1e-5, msg=name)
+    g_got = torch.autograd.grad(got.square().sum(), [feats, *conv.parameters()])
+    g_exp = torch.autograd.grad(expect.square().sum(), [feats, *dense.parameters()])
+    for a, b in zip(g_got, g_exp):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)

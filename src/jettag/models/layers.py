@@ -195,9 +195,13 @@ class PairEmbed(nn.Module):
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
-                y = x.new_zeros(b, n, n, x.shape[-1])
-                y = y.index_put((bidx, ii, jj), x).index_put((bidx, jj, ii), x)
-                outs.append(y.permute(0, 3, 1, 2))
+                # written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor, so
+                # the softmax / attention bias downstream reads rows without a layout copy
+                y = x.new_zeros(b, x.shape[-1], n, n)
+                view = y.permute(0, 2, 3, 1)
+                view.index_put_((bidx, ii, jj), x)
+                view.index_put_((bidx, jj, ii), x)
+                outs.append(y)
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -273,12 +277,55 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
+def dropout_keep_mask(shape: torch.Size, p: float, like: torch.Tensor) -> torch.Tensor:
+    """An independent Bernoulli(1 - p) keep mask (1.0 kept, 0.0 dropped) in ``like``'s dtype.
+
+    Drawn from torch's default generator (so a checkpointed RNG state replays it) as one uniform
+    per element, turned into 0/1 in place as floor(u + 1 - p): u >= p keeps, the same event as
+    ``bernoulli_`` up to float rounding at the threshold. Unlike ``bernoulli_`` (a per-element
+    generic kernel) and ``F.dropout`` (mask, scale and product as three fresh tensors) this is one
+    RNG pass and two vectorised in-place passes over a single buffer.
+    """
+    keep = torch.empty(shape, dtype=like.dtype, device=like.device).uniform_()
+    return keep.add_(1.0 - p).floor_()
+
+
+class _DropoutValueMix(torch.autograd.Function):
+    """``dropout(probs, p) @ v`` with the 1/(1-p) scale on the (small) output.
+
+    Saves the shared ``probs`` (alive anyway: every MI block reads it) and one keep mask, instead
+    of autograd's float noise plus the dropped (B, H, P, P) product for each block; the dropped
+    probabilities are rebuilt in backward for the gradient of ``v``.
+    """
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        keep = dropout_keep_mask(probs.shape, p, probs)
+        scale = 1.0 / (1.0 - p)
+        out = torch.matmul(probs * keep, v).mul_(scale)
+        ctx.save_for_backward(probs, v, keep)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        probs, v, keep = ctx.saved_tensors
+        grad = grad * ctx.scale
+        grad_probs = grad_v = None
+        if ctx.needs_input_grad[0]:
+            grad_probs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
+        if ctx.needs_input_grad[1]:
+            grad_v = torch.matmul((probs * keep).transpose(-1, -2), grad)
+        return grad_probs, grad_v, None
+
+
 class ValueAttention(nn.Module):
     """MIParT's MI attention: out = softmax(U1) V with one head per U1 channel, value-only.
 
     The probabilities (B, H, P, P) are computed once per forward by the model and shared by all
     MI blocks; attention dropout is applied per block to the shared probabilities, as in the
-    authors' code. There is no output projection (the authors' MIAttention has none).
+    authors' code (an independent keep mask per element and block, ``_DropoutValueMix``). There is
+    no output projection (the authors' MIAttention has none).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -293,9 +340,11 @@ class ValueAttention(nn.Module):
     def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
         v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
+        probs = probs.to(v.dtype)
         if self.training and self.dropout > 0:
-            probs = F.dropout(probs, self.dropout)
-        out = torch.matmul(probs.to(v.dtype), v)  # (B, H, P, hd)
+            out = _DropoutValueMix.apply(probs, v, self.dropout)
+        else:
+            out = torch.matmul(probs, v)  # (B, H, P, hd)
         return out.transpose(1, 2).reshape(b, p, d)
 
 
@@ -485,12 +534,39 @@ class EdgeConv(nn.Module):
             self.sc_bn = MaskedBatchNorm(out_feats[-1])
 
     def forward(self, points: torch.Tensor, features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """points (B, P, Cp), features (B, P, C) channel-last, keep (B, P) bool -> (B, P, C_out)."""
+        """points (B, P, Cp), features (B, P, C) channel-last, keep (B, P) bool -> (B, P, C_out).
+
+        Rows of padded particles are zero in the output.
+        """
         idx = knn_indices(points, keep, self.k)
         w = self.convs[0].weight
         w_center, w_diff = w[:, : self.in_feat], w[:, self.in_feat:]
         center = F.linear(features, w_center - w_diff)  # (B, P, C1)
         neigh = F.linear(features, w_diff)  # (B, P, C1)
+        if exporting():
+            return self._forward_dense(features, keep, idx, center, neigh)
+        return self._forward_real(features, keep, idx, center, neigh)
+
+    def _forward_real(self, features: torch.Tensor, keep: torch.Tensor, idx: torch.Tensor,
+                      center: torch.Tensor, neigh: torch.Tensor) -> torch.Tensor:
+        """Eager path: the edge MLP on the (N_real * k, C) edges of real particles only, as 2-D GEMMs
+        with the native BatchNorm (its batch statistics are then exactly those over real edges)."""
+        b, p, c1 = center.shape
+        bsel, psel = keep.nonzero(as_tuple=True)  # (N,) real particles
+        nb = (idx[bsel, psel] + (bsel * p).unsqueeze(-1)).reshape(-1)  # (N * k,) rows of (B * P)
+        x = (center[bsel, psel].unsqueeze(1) + neigh.reshape(b * p, c1)[nb].view(-1, self.k, c1))
+        x = F.relu(self.bns[0](x.view(-1, c1)))
+        for conv, bn in zip(self.convs[1:], self.bns[1:]):
+            x = F.relu(bn(conv(x)))
+        fts = x.view(-1, self.k, x.shape[-1]).mean(dim=1)  # (N, C_out)
+        real = features[bsel, psel]
+        sc = real if self.sc is None else self.sc_bn(self.sc(real))
+        out = fts.new_zeros(b, p, fts.shape[-1])
+        return out.index_put_((bsel, psel), F.relu(sc + fts))
+
+    def _forward_dense(self, features: torch.Tensor, keep: torch.Tensor, idx: torch.Tensor,
+                       center: torch.Tensor, neigh: torch.Tensor) -> torch.Tensor:
+        """Export path: every particle's edges (B, P, k, C), no data-dependent shapes."""
         x = center.unsqueeze(2) + gather_neighbours(neigh, idx)  # (B, P, k, C1)
         emask = keep[:, :, None, None]
         x = F.relu(self.bns[0](x, emask, channel_last=True))
@@ -501,7 +577,7 @@ class EdgeConv(nn.Module):
             sc = self.sc_bn(self.sc(features), keep.unsqueeze(-1), channel_last=True)
         else:
             sc = features
-        return F.relu(sc + fts)
+        return F.relu(sc + fts).masked_fill(~keep.unsqueeze(-1), 0.0)
 
 
 def init_linear(model: nn.Module) -> None:
