@@ -86,10 +86,10 @@ def loader_only(store: Path, buffer: int) -> dict:
     features included) against the in-memory path (feature build once, then batching)."""
     from functools import partial
 
+    from jettag.data.dataset import split_rows
     from jettag.data.features import required_fields
     from jettag.data.kinds.particles import JetTensors
     from jettag.data.loader import BatchLoader, StreamingLoader
-    from jettag.train.datasets import split_rows
 
     select = partial(split_rows, fractions=[0.8, 0.1, 0.1], seed=0, part="train")
     build = partial(JetTensors.from_jets, feature_set="kin")

@@ -64,8 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from jettag.commands.evaluate import evaluate_run
     from jettag.evaluate.metrics import mean_std
+    from jettag.evaluate.scoring import evaluate_run
     from jettag.train.config import resolve
     from jettag.train.trainer import train
 

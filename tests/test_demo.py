@@ -17,9 +17,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from jettag.cli import main
+from jettag.data.dataset import load_splits
 from jettag.data.features import build_inputs
 from jettag.train.checkpoint import load_run_model
-from jettag.train.datasets import load_splits
 
 N_JETS = 200  # --quick: 200 generated jets, split 67/8/25 -> 134 train, 50 test jets
 

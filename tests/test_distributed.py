@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from jetfactory import random_jets
 
+from jettag.data.dataset import load_splits
 from jettag.data.kinds.particles import JetTensors
 from jettag.data.store import write_store
 from jettag.evaluate.metrics import evaluate_scores
+from jettag.evaluate.scoring import evaluate_tensors
 from jettag.train.checkpoint import load_run_model, read_meta
-from jettag.train.datasets import load_splits
-from jettag.train.trainer import evaluate_tensors
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 

@@ -14,11 +14,11 @@ from jetfactory import random_jets
 from sklearn.metrics import roc_auc_score
 
 from jettag.cli import main
+from jettag.data.dataset import load_splits
 from jettag.data.features import build_inputs
 from jettag.data.store import write_store
 from jettag.train.checkpoint import load_run_model
 from jettag.train.config import resolve
-from jettag.train.datasets import load_splits
 from jettag.train.trainer import train
 
 

@@ -127,8 +127,8 @@ def toy_run(toy_kind, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 def test_trains_and_evaluates_through_the_unchanged_commands(toy_run) -> None:
     from sklearn.metrics import roc_auc_score
 
+    from jettag.data.dataset import load_splits
     from jettag.train.checkpoint import load_run_model
-    from jettag.train.datasets import load_splits
 
     run, _ = toy_run
     assert (run / "checkpoints" / "best.safetensors").is_file()

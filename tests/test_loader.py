@@ -281,7 +281,7 @@ def test_streaming_resume_skips_building_earlier_buffers(uneven_store):
 
 
 def test_streaming_split_selects_disjoint_parts(uneven_store, key_to_jet):
-    from jettag.train.datasets import split_rows
+    from jettag.data.dataset import split_rows
 
     seen: dict[str, set[int]] = {}
     for part in ("train", "val", "test"):
@@ -297,7 +297,7 @@ def test_streaming_split_selects_disjoint_parts(uneven_store, key_to_jet):
 
 
 def test_split_rows_depends_on_position_only():
-    from jettag.train.datasets import split_rows
+    from jettag.data.dataset import split_rows
 
     f = [0.8, 0.1, 0.1]
     whole = split_rows(Path("x/jets.parquet"), 0, 10_000, f, seed=0, part="val")

@@ -10,10 +10,10 @@ import torch
 from jetfactory import random_jets
 from safetensors.torch import load_file
 
+from jettag.data.dataset import load_splits
 from jettag.data.store import read_store, write_store
 from jettag.train import checkpoint as ckpt
 from jettag.train.config import apply_overrides, read_config, resolve
-from jettag.train.datasets import load_splits
 from jettag.train.trainer import train
 
 
@@ -101,8 +101,8 @@ def test_two_rank_streaming_run_validates_every_val_jet_once(store: Path, tmp_pa
     import sys
 
     from jettag.data.kinds.particles import JetTensors
+    from jettag.evaluate.scoring import evaluate_tensors
     from jettag.train.checkpoint import load_run_model
-    from jettag.train.trainer import evaluate_tensors
 
     run = tmp_path / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -122,7 +122,7 @@ def test_two_rank_streaming_run_validates_every_val_jet_once(store: Path, tmp_pa
 
 
 def test_auto_streams_above_the_size_threshold(store: Path) -> None:
-    from jettag.train.datasets import use_streaming
+    from jettag.data.dataset import use_streaming
 
     assert use_streaming({"streaming": "auto", "stream_above": 299}, store)  # the store holds 300 jets
     assert not use_streaming({"streaming": "auto", "stream_above": 300}, store)

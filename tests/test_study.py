@@ -75,7 +75,7 @@ def test_report_mean_std_equal_the_per_run_metrics(quick: dict[str, Any]) -> Non
 def test_recorded_command_trains_the_same_run(quick: dict[str, Any], tmp_path: Path) -> None:
     """``commands.sh`` holds the exact ``jettag train`` command of every run: rerun one (seed 1, not
     the default), same model."""
-    from jettag.commands.evaluate import evaluate_run
+    from jettag.evaluate.scoring import evaluate_run
 
     lines = (quick["out"] / "report" / "commands.sh").read_text().splitlines()
     assert lines[0].startswith("# jettag study top --scale quick")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from jetfactory import random_jets
@@ -16,7 +17,7 @@ from jettag.train import checkpoint as ckpt
 from jettag.train.config import ConfigError, apply_overrides, load_recipe, resolve
 from jettag.train.optim import Lookahead, build_optimizer, param_groups
 from jettag.train.schedule import Scheduler, ScheduleSpec, lr_factor
-from jettag.train.trainer import class_weights, train
+from jettag.train.trainer import balanced_weights, train
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,7 @@ def test_lookahead_matches_hand_computation() -> None:
 
 
 def test_class_weights_inverse_frequency() -> None:
-    w = class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    w = balanced_weights(np.array([3, 1]))  # three jets of class 0, one of class 1
     # N / (K * n_k): 4 / (2*3), 4 / (2*1)
     assert w.tolist() == pytest.approx([2 / 3, 2.0])
 
@@ -243,7 +244,7 @@ def test_fine_tuning_new_head_keeps_backbone(uninterrupted: Path, tiny_store: Pa
 
 def test_split_is_random_subset_of_class_ordered_file() -> None:
     """Generated samples are written class by class: ``max_jets`` must not take one class only."""
-    from jettag.train.datasets import split_indices
+    from jettag.data.dataset import split_indices
 
     n = 1000
     labels = (torch.arange(n) >= n // 2).numpy()  # first half class 0, second half class 1

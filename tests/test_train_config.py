@@ -19,14 +19,14 @@ import torch
 from jetfactory import random_jets
 
 from jettag.cli import main
+from jettag.data.dataset import split_indices
 from jettag.data.store import JetDataError, write_store
-from jettag.evaluate.metrics import multiclass_metrics
+from jettag.evaluate.metrics import multiclass_metrics, summary_rejection
 from jettag.models import create_model
 from jettag.models.layers import DropPath, NormFormerBlock
 from jettag.train import checkpoint as ckpt
 from jettag.train.config import ConfigError, apply_overrides, load_recipe, resolve, save_config
-from jettag.train.datasets import split_indices
-from jettag.train.trainer import BestTracker, summary_rejection, train
+from jettag.train.trainer import BestTracker, train
 
 #: a narrow PFN so that every training here takes a second or two
 TINY_PFN = ["model.overrides.phi_sizes=[16,16]", "model.overrides.f_sizes=[16]"]

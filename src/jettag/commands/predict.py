@@ -25,12 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jettag.data.dataset import read_dataset
     from jettag.data.kinds import get_kind
     from jettag.evaluate.report import write_predictions
+    from jettag.evaluate.scoring import predict_tensors
     from jettag.train import distributed as D
     from jettag.train.checkpoint import load_run_model
-    from jettag.train.datasets import read_dataset
-    from jettag.train.trainer import predict_tensors
 
     info = D.DistInfo(device=D.pick_device(args.device))
     model, cfg = load_run_model(args.run, args.which)

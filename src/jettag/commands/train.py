@@ -43,8 +43,8 @@ def _recipe_names() -> list[str]:
 
 def _require_generation(data: dict) -> None:
     """Fail before the run directory is made if a ``generate:`` dataset needs the missing extra."""
+    from jettag.data.dataset import GENERATE_PREFIX, parse_generate
     from jettag.data.generate.cache import require_generate_unless_cached
-    from jettag.train.datasets import GENERATE_PREFIX, parse_generate
 
     for key in ("path", "val", "test"):
         spec = str(data.get(key) or "")

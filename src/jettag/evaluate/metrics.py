@@ -29,6 +29,11 @@ JETCLASS_WORKING_POINTS: dict[str, float] = {"Hqql": 0.99, "Tbl": 0.995}
 BACKGROUND_NAMES = ("qcd", "background", "bkg")
 
 
+#: the validation metrics a run can select its best checkpoint by, and whether higher is better
+#: (``train.best_metric``; a multi-class run's rej50/rej30 are ``summary_rejection``)
+BEST_METRICS: dict[str, bool] = {"loss": False, "acc": True, "auc": True, "rej50": True, "rej30": True}
+
+
 def _check_binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -169,6 +174,22 @@ def signal_vs_background(labels: np.ndarray, probs: np.ndarray, signal: int, bac
     denom = ps + pb
     score = np.divide(ps, denom, out=np.full_like(ps, 0.5), where=denom > 0)
     return labels[sel] == signal, score
+
+
+def summary_rejection(labels: np.ndarray, probs: np.ndarray, classes: list[str], efficiency: float) -> float:
+    """One background rejection of a multi-class model: the geometric mean over the signal classes
+    of Rej at ``efficiency`` of class X against the background B (score p_X / (p_X + p_B), on jets
+    of X and B, as ``multiclass_metrics``). The geometric mean weighs each class's
+    relative gain equally (rejections of JetClass classes span four orders of magnitude). Classes
+    without validation jets are skipped; NaN when none is left."""
+    bkg = background_index(classes)
+    logs = []
+    for k in range(len(classes)):
+        if k == bkg or not (labels == k).any() or not (labels == bkg).any():
+            continue
+        is_signal, score = signal_vs_background(labels, probs, k, bkg)
+        logs.append(math.log(rejection(is_signal, score, efficiency)))
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
 
 
 def _wp_tag(wp: float) -> str:

@@ -206,8 +206,8 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
     Returns ``{"name", "model" (the group), "labels", "probs", "metrics", "classes", "record"}``;
     ``record["status"]`` is ``reused``, ``evaluated``, ``resumed`` or ``trained``.
     """
-    from jettag.commands.evaluate import evaluate_run
     from jettag.evaluate.report import read_predictions, write_predictions
+    from jettag.evaluate.scoring import evaluate_run
     from jettag.train import distributed as D
     from jettag.train.config import resolve
     from jettag.train.trainer import train
@@ -294,9 +294,9 @@ def run_study(
     ``extra`` are overrides for every run; ``invocation`` heads ``commands.sh``;
     ``retrain_changed`` retrains runs whose directory holds another command's run (else refused).
     """
+    from jettag.data.dataset import resolve_data_path
     from jettag.evaluate.report import write_report
     from jettag.train.config import ConfigError, resolve
-    from jettag.train.datasets import resolve_data_path
 
     t_start = time.perf_counter()
     tag = tag or f"study {study.name}"

@@ -10,7 +10,7 @@ written to the run directory and is all that is needed to rebuild the model.
 
 ``data.streaming`` trains from a stream of row groups (memory bounded by ``data.buffer_size``);
 its train/val/test split is then per jet by a hash of (``split_seed``, file name, row), which
-``jettag evaluate RUN`` rebuilds (``jettag.train.datasets``), instead of a permutation of all jets.
+``jettag evaluate RUN`` rebuilds (``jettag.data.dataset``), instead of a permutation of all jets.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from jettag.errors import JettagError
+from jettag.evaluate.metrics import BEST_METRICS
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "mipart", "overrides": {}},
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "detector": "none",
         # stream row groups through a shuffle buffer instead of holding the data in memory: true |
         # false | "auto" (stream when ``path`` has more than ``stream_above`` jets). Streaming splits
-        # ``path`` per jet by a hash of (split_seed, file name, row): see jettag.train.datasets
+        # ``path`` per jet by a hash of (split_seed, file name, row): see jettag.data.dataset
         "streaming": "auto",
         "stream_above": 2_000_000,
         "buffer_size": 100_000,  # jets per shuffle buffer when streaming (memory scales with it)
@@ -201,8 +202,6 @@ def resolve(recipe: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[st
 #: validation metrics that may select ``best`` and drive early stopping -> True when higher is better.
 #: The trainer reads the direction from here; every key is in every validation dict (``rej50`` and
 #: ``rej30`` of a multi-class run are the geometric means over the signal classes, see ``trainer``).
-BEST_METRICS: dict[str, bool] = {"loss": False, "acc": True, "auc": True, "rej50": True, "rej30": True}
-
 _BOOL_KEYS = ("data.drop_invalid", "train.class_balanced", "train.compile", "train.deterministic",
               "train.freeze_backbone", "train.progress", "train.bucket")
 
@@ -269,7 +268,7 @@ def _check_keys(cfg: dict[str, Any], defaults: dict[str, Any], path: str) -> Non
 def _check_data_source(key: str, value: Any) -> None:
     """A dataset path that exists, or ``generate:<recipe>:<n_jets>[:seed]`` naming a known recipe
     (the recipe table only: Pythia is not imported and nothing is generated here)."""
-    from jettag.train.datasets import GENERATE_PREFIX, parse_generate
+    from jettag.data.dataset import GENERATE_PREFIX, parse_generate
 
     if isinstance(value, str) and value.startswith(GENERATE_PREFIX):
         from jettag.data.generate.recipes import RECIPES

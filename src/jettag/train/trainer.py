@@ -1,7 +1,9 @@
-"""The training loop, kept readable in the spirit of nanoGPT: one function, top to bottom.
+"""The training loop, kept readable in the spirit of nanoGPT.
 
-``train(cfg, run_dir)`` checks the whole config (``config.check``) and the run directory, then
-builds data, model, optimizer and schedule and runs epochs of optimizer steps. A run directory
+``train(cfg, run_dir)`` reads top to bottom: check the whole config (``config.check``) and the run
+directory, ``load_data`` (classes, splits), build the model, ``build_batches`` of the model's input
+kind, a ``Run`` (optimizer, schedule, position, checkpoint writes), then epochs of ``train_epoch``
+followed by validation. A run directory
 that already holds a run is refused unless the run is resumed (``resume=True``) or replaced
 (``overwrite=True``: its config, log, checkpoints, TensorBoard events and report are deleted first),
 so two runs never share one ``log.csv`` or mix checkpoints. What makes a run survive:
@@ -12,20 +14,18 @@ so two runs never share one ``log.csv`` or mix checkpoints. What makes a run sur
   bit for bit (``resume=True``; in deterministic mode the final weights equal an uninterrupted
   run's).
 - ``checkpoints/best`` is the model with the best validation ``best_metric`` (its direction from
-  ``config.BEST_METRICS``); early stopping watches the same metric (``BestTracker``).
+  ``evaluate.metrics.BEST_METRICS``); early stopping watches the same metric (``BestTracker``).
 - ``log.csv`` and TensorBoard events get one row per ``log_every`` steps and per validation.
 
-Distributed (torchrun): each rank trains on its shard, DDP averages gradients, validation metrics
-are reduced exactly over ranks (``evaluate_tensors``), and only rank 0 writes files.
+Distributed (torchrun): each rank trains on its shard, DDP averages gradients, validation gathers
+every rank's predictions (``evaluate.scoring.evaluate_tensors``), and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -39,14 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.data import formats
-from jettag.data.kinds import TensorBatch, get_kind
-from jettag.data.loader import BatchLoader, StreamingLoader
-from jettag.data.store import JetDataError
-from jettag.evaluate.metrics import background_index, evaluate_scores, rejection
-from jettag.train import checkpoint as ckpt
-from jettag.train import distributed as D
-from jettag.train.config import BEST_METRICS, ConfigError, check, read_config, save_config
-from jettag.train.datasets import (
+from jettag.data.dataset import (
     check_class_counts,
     check_streaming,
     load_splits,
@@ -54,130 +47,19 @@ from jettag.train.datasets import (
     stream_source,
     use_streaming,
 )
+from jettag.data.kinds import get_kind
+from jettag.data.loader import BatchLoader, StreamingLoader
+from jettag.data.store import JetDataError
+from jettag.evaluate.metrics import BEST_METRICS
+from jettag.evaluate.scoring import autocast_context, evaluate_tensors, forward
+from jettag.models.profile import count_parameters
+from jettag.progress import progress
+from jettag.train import checkpoint as ckpt
+from jettag.train import distributed as D
+from jettag.train.config import ConfigError, check, read_config, save_config
 from jettag.train.optim import build_optimizer, find_head, param_groups
+from jettag.train.rundir import RunLogger, prepare_run_dir
 from jettag.train.schedule import Scheduler, ScheduleSpec
-
-LOG_FIELDS = ["time", "epoch", "step", "split", "loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"]
-
-#: what a run writes into its directory (all of it is deleted by ``overwrite``)
-RUN_FILES = ("config.yaml", "config.yaml.tmp", "log.csv", "checkpoints", "tensorboard", "report")
-
-
-def autocast_context(device: torch.device, bf16: bool | str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (``"auto"`` = on when the device is CUDA); nothing on CPU."""
-    enabled = (device.type == "cuda") if bf16 == "auto" else bool(bf16) and device.type == "cuda"
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-
-
-def forward(model: nn.Module, batch: TensorBatch) -> torch.Tensor:
-    """Logits of a batch of any input kind."""
-    return model(*batch.inputs())
-
-
-@torch.no_grad()
-def predict_tensors(
-    model: nn.Module,
-    data: Any,
-    batch_size: int,
-    info: D.DistInfo | None = None,
-    bf16: bool | str = "auto",
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels of every jet of ``data`` (a dataset of the model's kind), in
-    jet order.
-
-    With several ranks each scores its shard and the (index, probs) rows are gathered, so every rank
-    returns the full, identically ordered arrays. ``data`` may also be a ``StreamingLoader`` built
-    with ``shuffle=False``: its parts are scored one at a time.
-    """
-    if isinstance(data, StreamingLoader):
-        return _predict_stream(model, data, batch_size, info or D.DistInfo(), bf16)
-    info = info or D.DistInfo(device=data.device)
-    loader = BatchLoader(data, batch_size, shuffle=False, bucket=True, rank=info.rank,
-                         world_size=info.world_size)
-    was_training = model.training
-    model.eval()
-    idx_parts, prob_parts = [], []
-    batches = loader.batch_indices()
-    it = batches
-    if progress and info.is_main:
-        from jettag.progress import progress as progress_report
-
-        it = progress_report(batches, desc="predict", unit="batch", leave=False)
-    for index in it:
-        batch = data.batch(index).to(info.device)
-        with autocast_context(info.device, bf16):
-            logits = forward(model, batch)
-        prob_parts.append(torch.softmax(logits.float(), dim=1).cpu())
-        idx_parts.append(torch.as_tensor(index, dtype=torch.int64))
-    model.train(was_training)
-    idx = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.int64)
-    probs = torch.cat(prob_parts) if prob_parts else torch.zeros(0, 1)
-    idx = D.all_gather_rows(idx, info)
-    probs = D.all_gather_rows(probs.to(torch.float64), info)
-    order = torch.argsort(idx)
-    labels = data.labels.cpu()[idx[order]]
-    return probs[order].numpy(), labels.numpy()
-
-
-def _predict_stream(model: nn.Module, stream: StreamingLoader, batch_size: int, info: D.DistInfo,
-                    bf16: bool | str) -> tuple[np.ndarray, np.ndarray]:
-    """``predict_tensors`` over a stream: each rank scores its parts, rows are gathered in jet order."""
-    one = D.DistInfo(device=info.device)  # within a part, this rank alone
-    idx_parts, prob_parts, label_parts = [], [], []
-    for first, part in stream.parts():
-        probs, labels = predict_tensors(model, part, batch_size, one, bf16)
-        idx_parts.append(torch.arange(first, first + len(part), dtype=torch.int64))
-        prob_parts.append(torch.from_numpy(probs))
-        label_parts.append(torch.from_numpy(labels).to(torch.int64))
-    idx = D.all_gather_rows(torch.cat(idx_parts), info)
-    probs = D.all_gather_rows(torch.cat(prob_parts), info)
-    labels = D.all_gather_rows(torch.cat(label_parts), info)
-    order = torch.argsort(idx)
-    return probs[order].numpy(), labels[order].numpy()
-
-
-def evaluate_tensors(
-    model: nn.Module, data: Any, classes: list[str], batch_size: int, info: D.DistInfo | None = None,
-    bf16: bool | str = "auto",
-) -> dict[str, float]:
-    """Loss (mean cross entropy) and the standard metrics over all of ``data`` (all ranks), plus
-    ``rej50``/``rej30`` of a multi-class run (``summary_rejection``), so that every key of
-    ``BEST_METRICS`` is present (NaN where scores are not finite, e.g. a diverged model)."""
-    probs, labels = predict_tensors(model, data, batch_size, info, bf16)
-    eps = 1e-12
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, None))))
-    metrics = {"loss": loss, "acc": float(np.mean(probs.argmax(1) == labels))}
-    if np.isfinite(probs).all():
-        metrics.update(evaluate_scores(labels, probs, classes))
-        if len(classes) > 2:
-            metrics.update(rej50=summary_rejection(labels, probs, classes, 0.5),
-                           rej30=summary_rejection(labels, probs, classes, 0.3))
-    for key in BEST_METRICS:
-        metrics.setdefault(key, math.nan)
-    return metrics
-
-
-def summary_rejection(labels: np.ndarray, probs: np.ndarray, classes: list[str], efficiency: float) -> float:
-    """One background rejection of a multi-class model: the geometric mean over the signal classes
-    of Rej at ``efficiency`` of class X against the background B (score p_X / (p_X + p_B), on jets
-    of X and B, as ``evaluate.metrics.multiclass_metrics``). The geometric mean weighs each class's
-    relative gain equally (rejections of JetClass classes span four orders of magnitude). Classes
-    without validation jets are skipped; NaN when none is left."""
-    bkg = background_index(classes)
-    is_bkg = labels == bkg
-    logs = []
-    for k in range(len(classes)):
-        if k == bkg or not (labels == k).any() or not is_bkg.any():
-            continue
-        sel = (labels == k) | is_bkg
-        pk, pb = probs[sel, k], probs[sel, bkg]
-        denom = pk + pb
-        score = np.divide(pk, denom, out=np.full_like(pk, 0.5), where=denom > 0)
-        logs.append(math.log(rejection(labels[sel] == k, score, efficiency)))
-    return math.exp(sum(logs) / len(logs)) if logs else math.nan
 
 
 @dataclass
@@ -218,55 +100,9 @@ class BestTracker:
         return self.patience is not None and self.bad_epochs >= self.patience
 
 
-class RunLogger:
-    """CSV + TensorBoard logging on rank 0 (appends on resume)."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        if not enabled:
-            return
-        path = run_dir / "log.csv"
-        fields = LOG_FIELDS
-        if path.exists():  # a resumed run keeps the columns its log.csv was started with
-            with open(path, newline="") as f:
-                fields = next(csv.reader(f), None) or LOG_FIELDS
-        new = not path.exists() or path.stat().st_size == 0
-        self.file = open(path, "a", newline="")  # closed in close()
-        self.csv = csv.DictWriter(self.file, fieldnames=fields, extrasaction="ignore")
-        if new:
-            self.csv.writeheader()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard is optional for training itself
-            self.tb = None
-
-    def log(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.csv.writerow({"time": round(time.time(), 3), **row})
-        self.file.flush()
-        if self.tb is not None:
-            for key in ("loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"):
-                if row.get(key) is not None and not (isinstance(row[key], float) and math.isnan(row[key])):
-                    self.tb.add_scalar(f"{row['split']}/{key}", row[key], row["step"])
-
-    def close(self) -> None:
-        if self.enabled:
-            self.file.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 over jets: sum_k n_k w_k = N (seed 001's
-    class-balanced loss; with equal classes it is the plain loss)."""
-    return balanced_weights(torch.bincount(labels.cpu(), minlength=num_classes).numpy())
-
-
 def balanced_weights(counts: np.ndarray) -> torch.Tensor:
-    """``class_weights`` from the jet count of each class."""
+    """Inverse-frequency class weights from the jet count of each class, normalised to mean 1 over
+    jets: sum_k n_k w_k = N (seed 001's class-balanced loss; with equal classes the plain loss)."""
     num_classes = len(counts)
     counts = torch.as_tensor(counts, dtype=torch.float64)
     w = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
@@ -295,43 +131,6 @@ def _init_from(model: nn.Module, source: tuple[Path, str, dict[str, Any]]) -> No
     ckpt.load_weights(model, weights, f"{ck_dir / which}.safetensors", skip=(find_head(model),))
 
 
-def _holds_files(path: Path) -> bool:
-    if path.is_dir() and not path.is_symlink():
-        return any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
-    return True
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Make sure a new run starts in a directory without another run's files.
-
-    A directory holding files is refused (``ConfigError``) unless ``overwrite``; then the files a run
-    writes (``RUN_FILES``) are deleted first, and anything else there is refused instead of deleted.
-    Empty folders (e.g. ``checkpoints/`` of a run killed while generating its data) do not count.
-    """
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} exists and is not a directory")
-    used = sorted(p.name for p in run_dir.iterdir() if _holds_files(p))
-    if not used:
-        return
-    if not overwrite:
-        raise ConfigError(f"run directory {run_dir} already holds a run ({', '.join(used)}): continue it "
-                          f"with --resume {run_dir}, replace it with --overwrite (deletes those files), or "
-                          "choose another --run-dir")
-    foreign = [n for n in used if n not in RUN_FILES]
-    if foreign:
-        raise ConfigError(f"run directory {run_dir} holds files that no jettag run writes "
-                          f"({', '.join(foreign)}): --overwrite deletes only a run's own files; choose "
-                          "another --run-dir")
-    for name in RUN_FILES:
-        p = run_dir / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-
-
 def _check_resume(cfg: dict[str, Any], run_dir: Path) -> None:
     """The ``last`` checkpoint's metadata checked against the config before any data is read."""
     ck_dir = run_dir / "checkpoints"
@@ -350,14 +149,192 @@ def _check_resume(cfg: dict[str, Any], run_dir: Path) -> None:
                           f"checkpoint by {metric!r} so far: resume with best_metric={metric}")
 
 
+@dataclass
+class RunData:
+    """The data of a run: its classes and the training and validation batches of the model's kind."""
+
+    classes: list[str]
+    loader: BatchLoader | StreamingLoader
+    val: Any  # a dataset of the model's kind, or a StreamingLoader
+    counts: np.ndarray  # training jets per class
+
+
+def load_data(cfg: dict[str, Any], info: D.DistInfo) -> tuple[Any, list[str], dict[str, Any]]:
+    """(resolved path, classes, in-memory splits or {} when streaming); rank 0 generates a sample if
+    needed, the others wait for its path. In memory, the class counts of every split are checked
+    here, before any model is built."""
+    d = cfg["data"]
+    path = str(resolve_data_path(d["path"], d)) if info.is_main else None
+    D.barrier(info)
+    path = D.broadcast_object(path, info)
+    d["streaming"] = use_streaming(d, path)  # resolved, so that config.yaml says how the split was made
+    if d["streaming"]:
+        check_streaming(d)
+        return path, list(formats.dataset_classes(path)), {}
+    splits, classes = load_splits(cfg, ("train", "val"), path=path)
+    counts = {part: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
+              for part, jets in splits.items()}
+    check_class_counts(counts, classes, str(d["path"]))
+    return path, classes, splits
+
+
+def build_batches(cfg: dict[str, Any], model: nn.Module, path: Any, classes: list[str],
+                  splits: dict[str, Any], info: D.DistInfo) -> RunData:
+    """Training and validation batches of the model's input kind: in memory (``BatchLoader``), or
+    streamed from row groups with memory bounded by ``data.buffer_size`` (``StreamingLoader``)."""
+    t, d = cfg["train"], cfg["data"]
+    kind = get_kind(model.input_kind)
+    if not d["streaming"]:
+        train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
+        val = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
+        loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
+                             rank=info.rank, world_size=info.world_size)
+        counts = np.bincount(train_data.labels.cpu().numpy(), minlength=len(classes))
+        return RunData(classes, loader, val, counts)
+    build = partial(kind.build, data_cfg=d, model=model, device="cpu")
+    streams = {}
+    for part in ("train", "val"):
+        src, select = stream_source(cfg, part, path)
+        other = classes if select is not None else list(formats.dataset_classes(src))
+        if other != classes:
+            raise JetDataError(f"{src}: classes {other} differ from {path}: {classes}")
+        size = t["batch_size"] if part == "train" else t["eval_batch_size"]
+        streams[part] = StreamingLoader(
+            src, build, size, kind.columns(d, model), select, shuffle=part == "train", seed=t["seed"],
+            bucket=t["bucket"], rank=info.rank, world_size=info.world_size, buffer_size=d["buffer_size"],
+            device=info.device)
+    counts = {part: stream.label_counts(len(classes)) for part, stream in streams.items()}
+    check_class_counts(counts, classes, str(d["path"]))  # from the label column alone
+    return RunData(classes, streams["train"], streams["val"], counts["train"])
+
+
+@dataclass
+class Position:
+    """Where a run is: epochs done, batches done in the current epoch, optimizer steps."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+class Run:
+    """One training run's model, optimizer, schedule, position and files, with the two checkpoint
+    writes (``last`` for resuming, ``best`` for evaluation)."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, model: nn.Module, data: RunData,
+                 info: D.DistInfo) -> None:
+        t = cfg["train"]
+        self.cfg, self.run_dir, self.model, self.data, self.info = cfg, run_dir, model, data, info
+        groups = param_groups(model, t["lr"], t["weight_decay"], t["lr_head"], t["freeze_backbone"])
+        self.optimizer = build_optimizer(t["optimizer"], groups, betas=tuple(t["betas"]))
+        total_steps = t["epochs"] * math.ceil(len(data.loader) / t["grad_accum"])
+        self.scheduler = Scheduler(self.optimizer, ScheduleSpec(**t["schedule"]), total_steps)
+        self.weight = balanced_weights(data.counts).to(info.device) if t["class_balanced"] else None
+        self.n_params = count_parameters(model)
+        self.pos = Position()
+        self.tracker = BestTracker(t["best_metric"], t["early_stopping"])
+        self.ck_dir = run_dir / "checkpoints"
+        self.train_model: nn.Module = model
+        if info.distributed:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        if t["compile"]:
+            self.train_model = torch.compile(self.train_model)
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last``: weights, optimizer, schedule, RNG states, position."""
+        meta, state = ckpt.load_checkpoint(self.ck_dir, "last", self.model, self.cfg["model"]["name"],
+                                           with_state=True)
+        if meta["classes"] != self.data.classes:
+            raise ckpt.CheckpointError(
+                f"{self.ck_dir / 'last.json'}: checkpoint classes {meta['classes']} differ from the "
+                f"data's {self.data.classes} ({self.cfg['data']['path']})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        self.pos = Position(meta["epoch"], meta["batch"], meta["step"])
+        self.tracker.best, self.tracker.bad_epochs = meta["best"], meta["bad_epochs"]
+
+    def save_last(self) -> None:
+        if not self.info.is_main:
+            return
+        meta = {"model": self.cfg["model"]["name"], "epoch": self.pos.epoch, "batch": self.pos.batch,
+                "step": self.pos.step, "best": self.tracker.best, "best_metric": self.tracker.metric,
+                "bad_epochs": self.tracker.bad_epochs, "classes": self.data.classes,
+                "n_params": self.n_params}
+        extra = {"scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state()}
+        ckpt.save_checkpoint(self.ck_dir, "last", self.model, meta, self.optimizer, extra)
+
+    def save_best(self, val: dict[str, float]) -> None:
+        if self.info.is_main:
+            ckpt.save_checkpoint(self.ck_dir, "best", self.model, {
+                "model": self.cfg["model"]["name"], "epoch": self.pos.epoch + 1, "step": self.pos.step,
+                "classes": self.data.classes, "best_metric": self.tracker.metric, "val": val,
+                "n_params": self.n_params})
+
+
+def train_epoch(run: Run, logger: RunLogger) -> tuple[int, float, bool]:
+    """Optimizer steps over the rest of the current epoch (from ``run.pos.batch``): each step is
+    ``grad_accum`` micro-batches. Returns (jets seen, seconds, stopped by ``max_steps``)."""
+    t, info, pos = run.cfg["train"], run.info, run.pos
+    loader = run.data.loader
+    loader.set_epoch(pos.epoch)
+    n_batches = len(loader)
+    batches = loader.iter_from(pos.batch)  # the epoch's order from the resume position on
+    bar = None
+    if info.is_main and t["progress"]:
+        bar = progress(total=n_batches, initial=pos.batch, unit="batch",
+                       desc=f"epoch {pos.epoch + 1}/{t['epochs']}")
+    loss_sum = correct = seen = 0.0
+    jets, t0, stopped = 0, time.perf_counter(), False
+    while pos.batch < n_batches and not stopped:
+        micro = list(itertools.islice(batches, min(t["grad_accum"], n_batches - pos.batch)))
+        n_step = sum(len(m) for m in micro)
+        for k, batch in enumerate(micro):
+            batch = batch.to(info.device)
+            sync = k == len(micro) - 1 or not info.distributed  # DDP all-reduces on the last micro-batch
+            with (contextlib.nullcontext() if sync else run.train_model.no_sync()), \
+                    autocast_context(info.device, t["bf16"]):
+                logits = forward(run.train_model, batch)
+                loss = F.cross_entropy(logits.float(), batch.label, weight=run.weight,
+                                       label_smoothing=t["label_smoothing"])
+                (loss * len(batch) / n_step).backward()
+            loss_sum += float(loss.detach()) * len(batch)
+            correct += float((logits.argmax(1) == batch.label).sum())
+            seen += len(batch)
+        if t["grad_clip"]:
+            nn.utils.clip_grad_norm_(run.model.parameters(), t["grad_clip"])
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        pos.step += 1
+        pos.batch += len(micro)
+        jets += n_step * info.world_size
+        speed = jets / max(time.perf_counter() - t0, 1e-9)
+        if bar is not None:
+            bar.update(len(micro))
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", jets_s=f"{speed:.0f}")
+        if pos.step % t["log_every"] == 0:
+            logger.log({"epoch": pos.epoch, "step": pos.step, "split": "train", "loss": loss_sum / seen,
+                        "acc": correct / seen, "lr": run.optimizer.param_groups[0]["lr"],
+                        "jets_per_s": speed})
+        if t["save_every"] and pos.step % t["save_every"] == 0:
+            run.save_last()
+        stopped = t["max_steps"] is not None and pos.step >= t["max_steps"]
+    batches.close()  # a stream frees its last buffer before validation
+    if bar is not None:
+        bar.close()
+    return jets, time.perf_counter() - t0, stopped
+
+
 def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwrite: bool = False
           ) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``run_dir``; returns a summary (best metrics, speed).
 
     ``resume`` continues the run in ``run_dir`` from its ``last`` checkpoint; otherwise ``run_dir``
-    must not hold another run unless ``overwrite`` (see ``prepare_run_dir``). The config, the run
-    directory, a resume checkpoint and an ``init_from`` source are all checked before any data is
-    read or generated.
+    must not hold another run unless ``overwrite`` (see ``rundir.prepare_run_dir``). The config, the
+    run directory, a resume checkpoint and an ``init_from`` source are all checked before any data
+    is read or generated.
     """
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
@@ -385,182 +362,44 @@ def train(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, overwr
     torch.manual_seed(t["seed"])
     np.random.seed(t["seed"])  # noqa: NPY002  (legacy global state only for third-party code)
 
-    # ---- data (rank 0 generates a sample if needed, the others wait for its path)
-    path = None
-    if info.is_main:
-        path = str(resolve_data_path(cfg["data"]["path"], cfg["data"]))
-    D.barrier(info)
-    path = D.broadcast_object(path, info)
-    d = cfg["data"]
-    d["streaming"] = use_streaming(d, path)  # resolved, so that config.yaml says how the split was made
-    if d["streaming"]:
-        check_streaming(d)
-        splits, classes = {}, list(formats.dataset_classes(path))
-    else:
-        splits, classes = load_splits(cfg, ("train", "val"), path=path)
-        split_counts = {part: np.bincount(ak.to_numpy(jets["label"]).astype(np.int64), minlength=len(classes))
-                        for part, jets in splits.items()}
-        check_class_counts(split_counts, classes, str(d["path"]))  # before any model is built
+    path, classes, splits = load_data(cfg, info)
     cfg["classes"] = classes
-
-    # ---- model, then its kind of input
     model = ckpt.build_model_from_config(cfg).to(info.device)
     if init_source is not None:
         _init_from(model, init_source)
-    kind = get_kind(model.input_kind)
-    loader: BatchLoader | StreamingLoader
-    if d["streaming"]:  # memory holds a shuffle buffer, never the dataset
-        build = partial(kind.build, data_cfg=d, model=model, device="cpu")
-        streams = {}
-        for part in ("train", "val"):
-            src, select = stream_source(cfg, part, path)
-            other = classes if select is not None else list(formats.dataset_classes(src))
-            if other != classes:
-                raise JetDataError(f"{src}: classes {other} differ from {path}: {classes}")
-            size = t["batch_size"] if part == "train" else t["eval_batch_size"]
-            streams[part] = StreamingLoader(
-                src, build, size, kind.columns(d, model), select, shuffle=part == "train", seed=t["seed"],
-                bucket=t["bucket"], rank=info.rank, world_size=info.world_size, buffer_size=d["buffer_size"],
-                device=info.device)
-        loader, val_data = streams["train"], streams["val"]
-        split_counts = {part: streams[part].label_counts(len(classes)) for part in streams}
-        check_class_counts(split_counts, classes, str(d["path"]))  # from the label column alone
-    else:
-        train_data = kind.build(splits["train"], d, model, info.device, source=f"{d['path']} (train split)")
-        val_data = kind.build(splits["val"], d, model, info.device, source=f"{d['path']} (val split)")
-        loader = BatchLoader(train_data, t["batch_size"], shuffle=True, seed=t["seed"], bucket=t["bucket"],
-                             rank=info.rank, world_size=info.world_size)
-    counts = split_counts["train"]
-
-    # ---- optimizer, schedule
-    groups = param_groups(model, t["lr"], t["weight_decay"], t["lr_head"], t["freeze_backbone"])
-    optimizer = build_optimizer(t["optimizer"], groups, betas=tuple(t["betas"]))
-    steps_per_epoch = math.ceil(len(loader) / t["grad_accum"])
-    total_steps = t["epochs"] * steps_per_epoch
-    scheduler = Scheduler(optimizer, ScheduleSpec(**t["schedule"]), total_steps)
-    weight = balanced_weights(counts).to(info.device) if t["class_balanced"] else None
-    n_params = sum(p.numel() for p in model.parameters())
-
-    # ---- resume
-    epoch, batch_pos, step = 0, 0, 0
-    tracker = BestTracker(t["best_metric"], t["early_stopping"])
-    ck_dir = run_dir / "checkpoints"
+    run = Run(cfg, run_dir, model, build_batches(cfg, model, path, classes, splits, info), info)
     if resume:
-        meta, state = ckpt.load_checkpoint(ck_dir, "last", model, cfg["model"]["name"], with_state=True)
-        if meta["classes"] != classes:
-            raise ckpt.CheckpointError(f"{ck_dir / 'last.json'}: checkpoint classes {meta['classes']} differ "
-                                       f"from the data's {classes} ({cfg['data']['path']})")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
-        epoch, batch_pos, step = meta["epoch"], meta["batch"], meta["step"]
-        tracker.best, tracker.bad_epochs = meta["best"], meta["bad_epochs"]
+        run.resume()
     elif info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
-    train_model: nn.Module = model
-    if info.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
-        )
-    if t["compile"]:
-        train_model = torch.compile(train_model)
-
     logger = RunLogger(run_dir, info.is_main)
-
-    def save_last(e: int, b: int) -> None:
-        if not info.is_main:
-            return
-        meta = {"model": cfg["model"]["name"], "epoch": e, "batch": b, "step": step, "best": tracker.best,
-                "best_metric": tracker.metric, "bad_epochs": tracker.bad_epochs, "classes": classes,
-                "n_params": n_params}
-        extra = {"scheduler": scheduler.state_dict(), "rng": ckpt.rng_state()}
-        ckpt.save_checkpoint(ck_dir, "last", model, meta, optimizer, extra)
-
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "n_params": n_params, "jets_per_s": float("nan")}
-    stop = False
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "n_params": run.n_params}
     jets_seen, train_time = 0, 0.0
     model.train()
-    while epoch < t["epochs"] and not stop:
-        loader.set_epoch(epoch)
-        n_batches = len(loader)
-        batch_iter = loader.iter_from(batch_pos)  # the epoch's order from the resume position on
-        pbar = None
-        if info.is_main and t["progress"]:
-            from jettag.progress import progress as progress_report
-
-            pbar = progress_report(total=n_batches, initial=batch_pos, unit="batch",
-                                   desc=f"epoch {epoch + 1}/{t['epochs']}")
-        run_loss = run_correct = run_n = 0.0
-        t0 = time.perf_counter()
-        epoch_jets = 0
-        i = batch_pos
-        while i < n_batches:
-            # one optimizer step = grad_accum micro-batches (fewer at the end of the epoch)
-            micro = list(itertools.islice(batch_iter, min(t["grad_accum"], n_batches - i)))
-            n_step = sum(len(m) for m in micro)
-            for k, batch in enumerate(micro):
-                batch = batch.to(info.device)
-                sync = k == len(micro) - 1 or not info.distributed
-                ctx = contextlib.nullcontext() if sync else train_model.no_sync()
-                with ctx, autocast_context(info.device, t["bf16"]):
-                    logits = forward(train_model, batch)
-                    loss = F.cross_entropy(logits.float(), batch.label, weight=weight,
-                                           label_smoothing=t["label_smoothing"])
-                    (loss * len(batch) / n_step).backward()
-                run_loss += float(loss.detach()) * len(batch)
-                run_correct += float((logits.argmax(1) == batch.label).sum())
-                run_n += len(batch)
-            if t["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            i += len(micro)
-            epoch_jets += n_step * info.world_size
-            if pbar is not None:
-                elapsed = time.perf_counter() - t0
-                pbar.update(len(micro))
-                pbar.set_postfix(loss=f"{run_loss / run_n:.4f}", acc=f"{run_correct / run_n:.3f}",
-                                 jets_s=f"{epoch_jets / max(elapsed, 1e-9):.0f}")
-            if step % t["log_every"] == 0:
-                elapsed = time.perf_counter() - t0
-                logger.log({"epoch": epoch, "step": step, "split": "train", "loss": run_loss / run_n,
-                            "acc": run_correct / run_n, "lr": optimizer.param_groups[0]["lr"],
-                            "jets_per_s": epoch_jets / max(elapsed, 1e-9)})
-            if t["save_every"] and step % t["save_every"] == 0:
-                save_last(epoch, i)
-            if t["max_steps"] is not None and step >= t["max_steps"]:
-                stop = True
-                break
-        batch_iter.close()  # a stream frees its last buffer before validation
-        if pbar is not None:
-            pbar.close()
-        elapsed = time.perf_counter() - t0
-        jets_seen += epoch_jets
-        train_time += elapsed
-        if stop and i < n_batches:  # stopped mid-epoch: save the exact position and leave
-            save_last(epoch, i)
+    while run.pos.epoch < t["epochs"]:
+        jets, seconds, stopped = train_epoch(run, logger)
+        jets_seen, train_time = jets_seen + jets, train_time + seconds
+        if stopped and run.pos.batch < len(run.data.loader):  # mid-epoch: save the exact position, leave
+            run.save_last()
             break
-        # ---- validation at the end of each epoch
-        val = evaluate_tensors(model, val_data, classes, t["eval_batch_size"], info, t["bf16"])
-        logger.log({"epoch": epoch, "step": step, "split": "val", **{k: val[k] for k in BEST_METRICS},
-                    "lr": optimizer.param_groups[0]["lr"], "jets_per_s": epoch_jets / max(elapsed, 1e-9)})
-        if tracker.update(val) and info.is_main:
-            ckpt.save_checkpoint(ck_dir, "best", model, {
-                "model": cfg["model"]["name"], "epoch": epoch + 1, "step": step, "classes": classes,
-                "best_metric": tracker.metric, "val": val, "n_params": n_params})
+        val = evaluate_tensors(model, run.data.val, classes, t["eval_batch_size"], info, t["bf16"])
+        logger.log({"epoch": run.pos.epoch, "step": run.pos.step, "split": "val",
+                    **{k: val[k] for k in BEST_METRICS}, "lr": run.optimizer.param_groups[0]["lr"],
+                    "jets_per_s": jets / max(seconds, 1e-9)})
+        if run.tracker.update(val):
+            run.save_best(val)
         summary["val"] = val
-        epoch, batch_pos = epoch + 1, 0
-        save_last(epoch, 0)
+        run.pos = Position(run.pos.epoch + 1, 0, run.pos.step)
+        run.save_last()
         if info.is_main and t["progress"]:
-            print(f"epoch {epoch}: val loss {val['loss']:.4f} acc {val.get('acc', float('nan')):.4f} "
-                  f"auc {val.get('auc', float('nan')):.4f} ({epoch_jets / max(elapsed, 1e-9):.0f} jets/s)")
-        if tracker.stop:
+            print(f"epoch {run.pos.epoch}: val loss {val['loss']:.4f} acc {val['acc']:.4f} "
+                  f"auc {val['auc']:.4f} ({jets / max(seconds, 1e-9):.0f} jets/s)")
+        if stopped or run.tracker.stop:
             break
     logger.close()
-    summary.update(step=step, epoch=epoch, best=tracker.best, best_metric=tracker.metric,
+    summary.update(step=run.pos.step, epoch=run.pos.epoch, best=run.tracker.best,
+                   best_metric=run.tracker.metric,
                    jets_per_s=jets_seen / train_time if train_time > 0 else float("nan"))
     D.barrier(info)
     return summary

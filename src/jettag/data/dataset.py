@@ -1,4 +1,4 @@
-"""The data of a run: resolve ``data.path`` (a file or ``generate:...``), split it, build tensors.
+"""The data of a run: resolve ``data.path`` (a file or ``generate:...``), read it, split it.
 
 The train/val/test split depends only on ``data.split_seed`` (not the training seed), so runs with
 different training seeds share one test set and ``jettag evaluate RUN`` can rebuild exactly the
@@ -15,7 +15,6 @@ held-out jets of a run from its ``config.yaml`` alone:
 
 from __future__ import annotations
 
-import importlib
 import zlib
 from functools import partial
 from pathlib import Path
@@ -57,21 +56,11 @@ def resolve_data_path(
     return cached_dataset(recipe, n, seed=seed, detector=data_cfg.get("detector", "none"), workers=w)
 
 
-def _formats():
-    try:
-        return importlib.import_module("jettag.data.formats")
-    except ModuleNotFoundError:  # reader module not installed in this tree: canonical stores only
-        return None
-
-
 def read_dataset(path: Path | str, drop_invalid: bool = False) -> tuple[ak.Array, list[str]]:
     """All jets of a dataset (any supported format) and its class names."""
-    fmt = _formats()
-    if fmt is not None:
-        return fmt.read_jets(path, drop_invalid=drop_invalid), list(fmt.dataset_classes(path))
-    jets = store.read_store(path)
-    jets, _ = store.validate_jets(jets, source=str(path), drop_invalid=drop_invalid)
-    return jets, store.dataset_classes(path)
+    from jettag.data import formats
+
+    return formats.read_jets(path, drop_invalid=drop_invalid), list(formats.dataset_classes(path))
 
 
 def split_indices(
