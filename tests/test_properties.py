@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jetfactory import random_jets
 
@@ -81,6 +81,8 @@ def _rotate(px, py, pz, e, theta):
 
 @FAST
 @given(pts, etas, phis, masses, st.floats(-2.0, 2.0), angles)
+@example(1.0, 0.0, 1.0, 0.0, 0.0, math.pi)  # a turn by pi: +pi and -pi are the same azimuth
+@example(1.0, 0.0, 1.0, 0.0, 0.0, -math.pi)
 def test_boost_and_rotation_of_one_particle(pt, eta, phi, m, a, theta) -> None:
     v = kin.from_pt_eta_phi_m(np.float64(pt), np.float64(eta), np.float64(phi), np.float64(m))
     b = _boost_z(*v, a)
@@ -89,8 +91,9 @@ def test_boost_and_rotation_of_one_particle(pt, eta, phi, m, a, theta) -> None:
     assert kin.pt(b[0], b[1]) == pytest.approx(pt, rel=1e-12) and kin.phi(b[0], b[1]) == kin.phi(v[0], v[1])
     assert kin.mass2(*b) == pytest.approx(m * m, abs=1e-13 * b[3] * b[3])
     r = _rotate(*v, theta)
-    assert kin.delta_phi(kin.phi(r[0], r[1]), kin.phi(v[0], v[1])) == pytest.approx(
-        kin.delta_phi(np.float64(theta), 0.0), abs=1e-9)
+    # phi turns by theta modulo 2 pi (compared through delta_phi so that +-pi are the same angle)
+    turned = kin.delta_phi(kin.phi(r[0], r[1]), kin.phi(v[0], v[1]))
+    assert abs(kin.delta_phi(turned - theta, 0.0)) < 1e-9
     assert kin.pt(r[0], r[1]) == pytest.approx(pt, rel=1e-12)
     assert kin.eta(*r[:3]) == pytest.approx(eta, abs=1e-9)
     assert kin.mass2(*r) == pytest.approx(kin.mass2(*v), abs=1e-14 * v[3] * v[3])
@@ -237,3 +240,37 @@ def test_clamps_keep_beam_axis_and_padding_finite() -> None:
     assert kin.mass(np.float64(3.0), 4.0, 0.0, np.float64(5.0) - 1e-12) == 0.0
     t = torch.tensor([[3.0, 0.0], [4.0, 0.0], [0.0, 12.0], [13.0, 12.0]])
     assert torch.equal(kin.mass(*t), torch.tensor([12.0, 0.0])) and kin.pt(t[0], t[1]).dtype == torch.float32
+
+
+@FAST
+@given(st.floats(-3.0, 3.0), phis, st.floats(-3.0, 3.0), phis)
+def test_delta_r_is_the_wrapped_angular_distance(eta_a, phi_a, eta_b, phi_b) -> None:
+    d = kin.delta_r(np.float64(eta_a), np.float64(phi_a), np.float64(eta_b), np.float64(phi_b))
+    dphi = min(abs(phi_a - phi_b), 2 * math.pi - abs(phi_a - phi_b))  # the short way round
+    assert d == pytest.approx(math.hypot(eta_a - eta_b, dphi), abs=1e-9)
+    assert d == pytest.approx(kin.delta_r(np.float64(eta_b), np.float64(phi_b), eta_a, phi_a), abs=1e-12)
+
+
+def test_torch_in_torch_out() -> None:
+    """The same definitions serve numpy (features) and torch (pair features on the batch's device):
+    a tensor in gives a tensor out, equal to the numpy result, and keeps the autograd graph (numpy
+    would accept a plain CPU tensor through __array__, but neither a CUDA tensor nor one that
+    requires grad)."""
+    rng = np.random.default_rng(4)
+    px, py, pz = rng.normal(0, 50, (3, 5))
+    e = np.sqrt(px**2 + py**2 + pz**2 + 1.0)
+    a = rng.uniform(-3, 3, 5)
+    args = {
+        kin.pt: (px, py), kin.phi: (px, py), kin.eta: (px, py, pz), kin.rapidity: (pz, e),
+        kin.mass2: (px, py, pz, e), kin.mass: (px, py, pz, e), kin.delta_phi: (a, px / 20),
+        kin.delta_r: (a, px / 20, a[::-1].copy(), py / 20),
+        kin.from_pt_eta_phi_m: (np.abs(px), a, py / 20, np.ones(5)),
+        kin.from_pt_y_phi_m: (np.abs(px), a, py / 20, np.ones(5)),
+    }
+    for fn, xs in args.items():
+        want = fn(*xs)
+        got = fn(*(torch.from_numpy(x).requires_grad_() for x in xs))
+        pairs = zip(want, got) if isinstance(want, tuple) else [(want, got)]
+        for w, g in pairs:
+            assert isinstance(g, torch.Tensor) and g.dtype == torch.float64 and g.requires_grad, fn.__name__
+            np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-12, atol=1e-12, err_msg=fn.__name__)
