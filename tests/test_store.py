@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from jetfactory import random_jets
 
-from jettag.data import store
+from jettag.data import formats, store
 from jettag.data.store import DropReport, JetDataError
 
 
@@ -84,7 +84,7 @@ def test_round_trip_and_metadata(written, jets):
     raw = pq.read_schema(written).metadata[b"jettag"]
     assert json.loads(raw)["classes"] == ["a", "b", "c"]
     assert pq.ParquetFile(written).metadata.num_row_groups == 3  # 40 jets / 16 per group
-    assert store.dataset_classes(written) == ["a", "b", "c"]
+    assert formats.dataset_classes(written) == ["a", "b", "c"]
 
 
 def test_iter_store_chunks_and_columns(written, jets):
@@ -162,7 +162,7 @@ def test_dataset_classes_must_agree(tmp_path, jets):
     store.write_store(tmp_path / "a.parquet", jets, ["a", "b", "c"], "x")
     store.write_store(tmp_path / "b.parquet", jets, ["a", "b", "d"], "x")
     with pytest.raises(JetDataError, match=r"b\.parquet: classes \['a', 'b', 'd'\] differ"):
-        store.dataset_classes(tmp_path)
+        formats.dataset_classes(tmp_path)
     plain = pq.read_table(tmp_path / "a.parquet").replace_schema_metadata(None)
     pq.write_table(plain, tmp_path / "n.parquet")
     with pytest.raises(JetDataError, match=r"n\.parquet: not a jettag store file"):

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jettag.errors import JettagError
+from jettag.files import atomic_path
 from jettag.physics import kinematics as kin
 
 METADATA_KEY = b"jettag"
@@ -239,25 +240,20 @@ def write_store(
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"classes": list(classes), "source": source, **(metadata or {})}
     chunks = [jets] if isinstance(jets, ak.Array) else jets
-    tmp = path.with_name(path.name + ".tmp")
     writer = None
-    try:
-        for chunk in chunks:
-            table = ak.to_arrow_table(chunk, extensionarray=False, list_to32=True)
+    with atomic_path(path) as tmp:
+        try:
+            for chunk in chunks:
+                table = ak.to_arrow_table(chunk, extensionarray=False, list_to32=True)
+                if writer is None:
+                    schema = table.schema.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema), row_group_size=row_group_size)
             if writer is None:
-                schema = table.schema.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-            writer.write_table(table.cast(writer.schema), row_group_size=row_group_size)
-        if writer is None:
-            raise JetDataError(f"{path}: nothing to write (no jets)")
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:  # an exception while writing: close before removing the partial file
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
+                raise JetDataError(f"{path}: nothing to write (no jets)")
+        finally:
+            if writer is not None:  # closed before the rename (or before removing a partial file)
+                writer.close()
     return path
 
 
@@ -324,14 +320,3 @@ def read_store(
         _check_columns(path, pf.schema_arrow, columns)
         chunks.append(ak.from_arrow(pf.read(columns=list(columns) if columns else None)))
     return chunks[0] if len(chunks) == 1 else ak.concatenate(chunks)
-
-
-def dataset_classes(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The class names of a dataset; every file must agree."""
-    files = resolve_paths(paths)
-    classes = read_metadata(files[0])["classes"]
-    for f in files[1:]:
-        other = read_metadata(f)["classes"]
-        if other != classes:
-            raise JetDataError(f"{f}: classes {other} differ from {files[0]}: {classes}")
-    return classes

@@ -1,4 +1,4 @@
-"""Evaluate runs and write a report: tables (Markdown + LaTeX) in the seed tables' layout, plots.
+"""The report of evaluated runs: tables (Markdown + LaTeX) in the seed tables' layout, plots, JSON.
 
 Runs are grouped by model: several runs of one model (different seeds) give one table row with
 mean +- std, as in the seed tables. Binary tables have the columns accuracy, AUC, Rej50, Rej30;

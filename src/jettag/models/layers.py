@@ -100,11 +100,6 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         return (x * scale.view(shape).to(x.dtype) + shift.view(shape).to(x.dtype))
 
 
-def masked_fill_padded(x: torch.Tensor, keep: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-    """``x`` with entries where ``keep`` is False replaced by ``value`` (keep broadcasts to x)."""
-    return x.masked_fill(~keep, value)
-
-
 class ParticleEmbed(nn.Module):
     """BN over input features, then (LayerNorm -> Linear -> GELU) per width; padded tokens zeroed.
 
@@ -173,10 +168,9 @@ class PairEmbed(nn.Module):
             self.layers.append(PairLayer(input_dim, dim, act))
             input_dim = dim
         self.outputs = tuple(outputs) if outputs is not None else (len(dims) - 1,)
-        self.dense = False  # set by the ONNX exporter: broadcast instead of triangle indexing
 
     def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        if self.dense or exporting():
+        if exporting():  # ONNX: broadcast over all P x P pairs, no index tensors (symbolic P)
             return self._forward_dense(vectors, mask)
         if torch.compiler.is_compiling():
             return self._forward_tril(vectors, mask)

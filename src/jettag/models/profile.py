@@ -8,20 +8,10 @@ conventions (often multiply-adds), so compare like with like.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from jettag.data.kinds import get_kind
-
-
-@dataclass
-class ModelProfile:
-    name: str
-    params: int
-    flops_per_jet: int
-    length: int
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -41,13 +31,3 @@ def flops_per_jet(model: nn.Module, length: int = 128, batch_size: int = 4) -> i
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // batch_size
-
-
-def profile_model(name: str, features: str | int = "kin", num_classes: int = 2, length: int = 128
-                  ) -> ModelProfile:
-    """Parameters and FLOPs per jet of a registered configuration."""
-    from jettag.models.registry import create_model
-
-    model = create_model(name, num_classes=num_classes, features=features)
-    flops = flops_per_jet(model, length)
-    return ModelProfile(name, count_parameters(model), flops, length)

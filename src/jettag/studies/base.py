@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from jettag.errors import JettagError
+from jettag.files import atomic_write_text
 
 SCALES = ("quick", "cpu", "gpu", "full")
 MARKER = "study.json"  # beside the run directory, as <run>.study.json: the trainer owns the directory
@@ -190,9 +191,7 @@ def read_marker(run_dir: Path) -> dict[str, Any] | None:
 def _write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
     path = marker_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(marker, indent=1))
 
 
 def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = True,

@@ -26,6 +26,7 @@ import yaml
 
 from jettag.errors import JettagError
 from jettag.evaluate.metrics import BEST_METRICS
+from jettag.files import atomic_write_text
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "mipart", "overrides": {}},
@@ -435,11 +436,7 @@ def check(cfg: dict[str, Any]) -> None:
 
 def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
     """Write the resolved config (atomically: a crash never leaves a half-written config.yaml)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from jettag.data.generate.detector import DETECTORS
 from jettag.data.generate.pythia import PYTHIA_SEED_MAX
 from jettag.data.generate.recipes import Recipe, get_recipe
 from jettag.errors import UsageError, require_extra
+from jettag.files import atomic_write_text
 from jettag.progress import progress as progress_report
 
 # Bump when a change would alter the jets made from the same arguments (the cache key includes it).
@@ -166,9 +167,7 @@ def run_task(task: Task) -> dict:
         variant=task.variant,
     )
     stats = {**result.stats, "shard": task.shard, "chunk": task.chunk, "file": Path(task.path).name}
-    tmp = task.stats_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, task.stats_path)
+    atomic_write_text(task.stats_path, json.dumps(stats, indent=1), tmp=task.stats_path.with_suffix(".tmp"))
     meta = {
         "recipe": task.recipe,
         "shard": task.shard,
@@ -224,9 +223,7 @@ def _check_run_config(out: Path, config: dict) -> None:
                 f"{out}: holds a different run (differences {diff}); use another --out directory"
             )
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(config, indent=1), tmp=path.with_suffix(".tmp"))
 
 
 def generate(
@@ -275,9 +272,7 @@ def generate(
         raise
     manifest = _manifest(rec, config, tasks, time.perf_counter() - start, workers, shard)
     name = "manifest.json" if shard is None else f"manifest-s{shard:04d}.json"
-    tmp = out / (name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / name)
+    atomic_write_text(out / name, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from jettag.data import store
 from jettag.data.kinds.base import InputKind, TensorBatch
+from jettag.files import atomic_path
 from jettag.physics.lund import FEATURES, MOMENTA, LundGraphs, lund_graphs
 
 # Bump when the trees built from the same jets change (it is part of the cache key).
@@ -152,10 +153,10 @@ def cached_lund_graphs(jets: ak.Array, ln_kt_min: float | None, ln_delta_min: fl
             return LundGraphs(f["features"], f["node_offsets"], f["edges"], f["edge_offsets"])
     graphs = lund_graphs(jets, ln_kt_min, ln_delta_min, source)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, features=graphs.features, node_offsets=graphs.node_offsets, edges=graphs.edges,
-             edge_offsets=graphs.edge_offsets)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    # atomic (a reader never sees a half-written file); np.savez keeps a name that ends in .npz
+    with atomic_path(path, path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")) as tmp:
+        np.savez(tmp, features=graphs.features, node_offsets=graphs.node_offsets, edges=graphs.edges,
+                 edge_offsets=graphs.edge_offsets)
     return graphs
 
 
