@@ -80,22 +80,15 @@ class SummaryKind(InputKind):
 
 class SummaryMLP(registry.JetModel):
     input_kind = "toy_summary"
+    classifier_path = "fc"
 
     def __init__(self, input_dim: int, num_classes: int, hidden: int = 16) -> None:
-        super().__init__()
-        self.input_dim, self.num_classes = len(SUMMARY), num_classes
+        super().__init__(len(SUMMARY), num_classes)
         self.body = nn.Sequential(nn.Linear(len(SUMMARY), hidden), nn.ReLU())
         self.fc = nn.Linear(hidden, num_classes)
 
-    def forward(self, summary: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(summary))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        self.num_classes = num_classes
+    def forward_features(self, summary: torch.Tensor) -> torch.Tensor:
+        return self.body(summary)
 
 
 def toy_summary_mlp(input_dim: int, num_classes: int, **overrides) -> SummaryMLP:

@@ -273,3 +273,19 @@ def test_edgeconv_real_edge_path_equals_dense_path_in_training():
     g_exp = torch.autograd.grad(expect.square().sum(), [feats, *dense.parameters()])
     for a, b in zip(g_got, g_exp):
         torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_is_head_of_features_and_classifier_is_the_last_linear(name: str) -> None:
+    from jettag.data.kinds import get_kind
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3).eval()
+    x = get_kind(model.input_kind).example_inputs(model, batch_size=2, length=16)
+    feats = model.forward_features(*x)
+    assert feats.ndim == 2 and feats.shape[0] == 2
+    torch.testing.assert_close(model.forward_head(feats), model(*x), rtol=0, atol=0)  # the same ops
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert model.get_classifier() is linears[-1]
+    model.reset_classifier(5)
+    assert model(*x).shape == (2, 5) and model.num_classes == 5 and model.get_classifier().out_features == 5

@@ -467,6 +467,10 @@ class ClassAttentionHead(nn.Module):
         self.fc = nn.Linear(embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x, mask))
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The class token after the class-attention blocks and the final LayerNorm (B, D)."""
         m = mask[:, 0]
         keep = torch.cat((torch.ones_like(m[:, :1]), m), dim=1)
         cls_mask = torch.zeros_like(keep, dtype=compute_dtype(x)).masked_fill(~keep, NEG_INF)
@@ -474,7 +478,7 @@ class ClassAttentionHead(nn.Module):
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         for block in self.cls_blocks:
             cls = block.forward_cls(x, cls, cls_mask)
-        return self.fc(self.norm(cls.squeeze(1)))
+        return self.norm(cls.squeeze(1))
 
 
 def knn_indices(points: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:

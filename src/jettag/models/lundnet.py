@@ -96,12 +96,11 @@ class LundNet(JetModel):
                  conv_params: Sequence[Sequence[int]] = DEFAULT_CONV,
                  fc_params: Sequence[tuple[int, float]] = ((256, 0.1),),
                  ln_kt_min: float | None = None, ln_delta_min: float | None = None) -> None:
-        super().__init__()
         unknown = [f for f in node_features if f not in FEATURES]
         if unknown or not node_features:
             raise ValueError(f"LundNet: node features {list(node_features)} must be a subset of {FEATURES}")
+        super().__init__(len(node_features), num_classes)
         self.node_features = tuple(node_features)
-        self.input_dim, self.num_classes = len(self.node_features), num_classes
         # the cuts of the Lund trees this model reads (the ``lund`` kind builds its graphs with them)
         self.ln_kt_min, self.ln_delta_min = ln_kt_min, ln_delta_min
         self.bn_fts = GraphBatchNorm(self.input_dim)
@@ -120,10 +119,11 @@ class LundNet(JetModel):
             in_chn = width
         fcs.append(nn.Linear(in_chn, num_classes))
         self.fc = nn.Sequential(*fcs)
+        self.classifier_path = f"fc.{len(fcs) - 1}"
 
-    def forward(self, features: torch.Tensor, edges: torch.Tensor, graph: torch.Tensor,
-                num_nodes: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) of a batch of graphs (see the module docstring for the layout)."""
+    def forward_features(self, features: torch.Tensor, edges: torch.Tensor, graph: torch.Tensor,
+                         num_nodes: torch.Tensor) -> torch.Tensor:
+        """The mean of the fused node features per graph (B, 384) (the layout: module docstring)."""
         if features.ndim != 2 or features.shape[1] != self.input_dim:
             raise ValueError(f"LundNet: features must be (nodes, {self.input_dim}), "
                              f"got {tuple(features.shape)}")
@@ -138,16 +138,10 @@ class LundNet(JetModel):
             outputs.append(x)
         x = self.fusion_block(torch.cat(outputs, dim=1))
         pooled = _sum_rows(x, graph, num_nodes.shape[0])
-        pooled = pooled / num_nodes.clamp(min=1).to(x.dtype).unsqueeze(1)
-        return self.fc(pooled)
+        return pooled / num_nodes.clamp(min=1).to(x.dtype).unsqueeze(1)
 
-    def get_classifier(self) -> nn.Linear:
-        return self.fc[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc[-1]
-        self.fc[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
-        self.num_classes = num_classes
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)  # FC 256 with dropout, then the classifier
 
 
 @register_model

@@ -46,12 +46,13 @@ from jettag.models.registry import JetModel, register_model
 
 
 class MIParticleTransformer(JetModel):
+    classifier_path = "head.fc"
+
     def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 64),
                  pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_mi_layers: int = 5,
                  num_layers: int = 5, num_cls_layers: int = 2, dropout: float = 0.1,
                  head_order: str = "dh", drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.input_dim, self.num_classes = input_dim, num_classes
+        super().__init__(input_dim, num_classes)
         self.embed = ParticleEmbed(input_dim, embed_dims)
         d = self.embed.out_dim
         n_mi = pair_embed_dims[-1]
@@ -76,8 +77,8 @@ class MIParticleTransformer(JetModel):
         scores = u1.float().masked_fill(~mask[:, 0][:, None, None, :], NEG_INF)
         return torch.softmax(scores, dim=-1).to(dtype)
 
-    def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(None, features, vectors, mask)
         x = self.embed(features, mask)
         u1, u2 = self.pair_embed(vectors, mask)
@@ -89,14 +90,7 @@ class MIParticleTransformer(JetModel):
         bias = key_padding_bias(u2, mask[:, 0], dtype)
         for block in self.blocks:
             x = block(x, attn_mask=bias)
-        return self.head(x, mask)
-
-    def get_classifier(self) -> nn.Linear:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes).to(self.head.fc.weight.device)
-        self.num_classes = num_classes
+        return self.head.pool(x, mask)
 
 
 @register_model

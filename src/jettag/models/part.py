@@ -36,8 +36,7 @@ class ParticleTransformer(JetModel):
     def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 128),
                  pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_layers: int = 8,
                  num_cls_layers: int = 2, dropout: float = 0.1, drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.input_dim, self.num_classes = input_dim, num_classes
+        super().__init__(input_dim, num_classes)
         self.embed = ParticleEmbed(input_dim, embed_dims)
         d = self.embed.out_dim
         self.pair_embed = PairEmbed(4, (*pair_embed_dims, num_heads), last_activation=True)
@@ -51,22 +50,17 @@ class ParticleTransformer(JetModel):
                                        drop_path=rates[num_layers:])
         init_linear(self)
 
-    def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    classifier_path = "head.fc"
+
+    def forward_features(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(None, features, vectors, mask)
         x = self.embed(features, mask)
         (u,) = self.pair_embed(vectors, mask)
         bias = key_padding_bias(u, mask[:, 0], compute_dtype(x))
         for block in self.blocks:
             x = block(x, attn_mask=bias)
-        return self.head(x, mask)
-
-    def get_classifier(self) -> nn.Linear:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes).to(self.head.fc.weight.device)
-        self.num_classes = num_classes
+        return self.head.pool(x, mask)
 
 
 @register_model

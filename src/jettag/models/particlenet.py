@@ -28,8 +28,7 @@ class ParticleNet(JetModel):
     def __init__(self, input_dim: int, num_classes: int,
                  conv_params: Sequence[tuple[int, Sequence[int]]] = DEFAULT_CONV,
                  fc_params: Sequence[tuple[int, float]] = ((256, 0.1),)) -> None:
-        super().__init__()
-        self.input_dim, self.num_classes = input_dim, num_classes
+        super().__init__(input_dim, num_classes)
         self.bn_fts = MaskedBatchNorm(input_dim)
         self.edge_convs = nn.ModuleList()
         in_feat = input_dim
@@ -43,9 +42,10 @@ class ParticleNet(JetModel):
             in_feat = width
         fcs.append(nn.Linear(in_feat, num_classes))
         self.fc = nn.Sequential(*fcs)
+        self.classifier_path = f"fc.{len(fcs) - 1}"
 
-    def forward(self, points: torch.Tensor, features: torch.Tensor, vectors: torch.Tensor | None,
-                mask: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, points: torch.Tensor, features: torch.Tensor, vectors: torch.Tensor | None,
+                         mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(points, features, None, mask)
         p = features.shape[-1]
         extra = self.max_k + 1 if exporting() else max(0, self.max_k + 1 - p)
@@ -59,16 +59,10 @@ class ParticleNet(JetModel):
         kmask = keep.unsqueeze(-1)
         for idx, conv in enumerate(self.edge_convs):
             fts = conv(pts if idx == 0 else fts, fts, keep).masked_fill(~kmask, 0.0)
-        x = fts.sum(dim=1) / counts.to(fts.dtype)
-        return self.fc(x)
+        return fts.sum(dim=1) / counts.to(fts.dtype)
 
-    def get_classifier(self) -> nn.Linear:
-        return self.fc[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc[-1]
-        self.fc[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
-        self.num_classes = num_classes
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)  # hidden FC layers with dropout, then the classifier
 
 
 @register_model

@@ -27,26 +27,18 @@ def _mlp(in_dim: int, dims: Sequence[int]) -> tuple[nn.Sequential, int]:
 class PFN(JetModel):
     def __init__(self, input_dim: int, num_classes: int, phi_sizes: Sequence[int] = (128, 128, 128),
                  f_sizes: Sequence[int] = (128, 128, 128), dropout: float = 0.0) -> None:
-        super().__init__()
-        self.input_dim, self.num_classes = input_dim, num_classes
+        super().__init__(input_dim, num_classes)
         self.phi, width = _mlp(input_dim, phi_sizes)
         self.f, width = _mlp(width, f_sizes)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, num_classes)
 
-    def forward(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor | None,
-                mask: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, points: torch.Tensor | None, features: torch.Tensor,
+                         vectors: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(None, features, None, mask)
         per_particle = self.phi(features.transpose(1, 2))  # (B, P, C)
         latent = (per_particle * mask.transpose(1, 2).to(per_particle.dtype)).sum(dim=1)
-        return self.fc(self.dropout(self.f(latent)))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.fc.weight.device)
-        self.num_classes = num_classes
+        return self.dropout(self.f(latent))
 
 
 @register_model

@@ -25,11 +25,29 @@ _REGISTRY: dict[str, Callable[..., JetModel]] = {}
 
 
 class JetModel(nn.Module):
-    """Base class: input checks, probabilities, classifier access for fine-tuning."""
+    """Base class of every tagger, as timm's models: ``forward(*inputs)`` is
+    ``forward_head(forward_features(*inputs))``, where ``forward_features`` gives one vector per
+    jet (B, D) and ``forward_head`` the logits; the classifier (the Linear replaced when
+    fine-tuning) sits at ``classifier_path``. Also: the input kind, input checks, probabilities."""
 
     input_kind: ClassVar[str] = "particles"
-    input_dim: int
-    num_classes: int
+    #: dotted module path of the classifier, the model's last Linear (e.g. ``head.fc``, ``fc.1``)
+    classifier_path: str = "fc"
+
+    def __init__(self, input_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.input_dim, self.num_classes = input_dim, num_classes
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(*inputs))
+
+    def forward_features(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """One feature vector per jet (B, D), the input of the head."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) from ``forward_features``' output (default: the classifier alone)."""
+        return self.get_classifier()(x)
 
     def check_inputs(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor | None,
                      mask: torch.Tensor) -> torch.Tensor:
@@ -63,11 +81,15 @@ class JetModel(nn.Module):
 
     def get_classifier(self) -> nn.Linear:
         """The last Linear layer (the one replaced when fine-tuning)."""
-        raise NotImplementedError
+        return self.get_submodule(self.classifier_path)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the last Linear by a freshly initialised one with ``num_classes`` outputs."""
-        raise NotImplementedError
+        """Replace the classifier by a freshly initialised Linear with ``num_classes`` outputs."""
+        old = self.get_classifier()
+        parent, _, name = self.classifier_path.rpartition(".")
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        setattr(self.get_submodule(parent) if parent else self, name, new)
+        self.num_classes = num_classes
 
 
 def register_model(fn: Callable[..., JetModel]) -> Callable[..., JetModel]:
