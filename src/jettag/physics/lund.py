@@ -45,12 +45,12 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from jettag.data.store import JetDataError
+from jettag.data.store import MOMENTUM_FIELDS, JetDataError
 
 FEATURES = ("ln_kt", "ln_delta", "ln_z", "ln_m", "psi")
 LOG_FLOOR = 1e-30  # far below any real value (Pythia makes photons of pT ~ 1e-13 GeV: ln z ~ -35)
 RECLUSTER_RADIUS = 1000.0
-MOMENTA = ("part_px", "part_py", "part_pz", "part_energy")
+MOMENTA = MOMENTUM_FIELDS  # the store's particle momenta, read by name
 # jets per FastJet call: bounds the memory of the intermediate arrays
 CHUNK_JETS = 20_000
 

@@ -76,25 +76,20 @@ class RunLogger:
         self.csv = csv.DictWriter(self.file, fieldnames=fields, extrasaction="ignore")
         if new:
             self.csv.writeheader()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard is optional for training itself
-            self.tb = None
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.csv.writerow({"time": round(time.time(), 3), **row})
         self.file.flush()
-        if self.tb is not None:
-            for key in ("loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"):
-                if row.get(key) is not None and not (isinstance(row[key], float) and math.isnan(row[key])):
-                    self.tb.add_scalar(f"{row['split']}/{key}", row[key], row["step"])
+        for key in ("loss", "acc", "auc", "rej50", "rej30", "lr", "jets_per_s"):
+            if row.get(key) is not None and not (isinstance(row[key], float) and math.isnan(row[key])):
+                self.tb.add_scalar(f"{row['split']}/{key}", row[key], row["step"])
 
     def close(self) -> None:
         if self.enabled:
             self.file.close()
-            if self.tb is not None:
-                self.tb.close()
+            self.tb.close()
