@@ -14,6 +14,20 @@ import argparse
 from pathlib import Path
 
 
+def add_qg_convention(p: argparse.ArgumentParser) -> None:
+    """``--qg-convention`` (convert and inspect): how EnergyFlow quark/gluon rows become 4-vectors."""
+    p.add_argument(
+        "--qg-convention",
+        choices=("part", "pdg"),
+        default="part",
+        help=(
+            "how EnergyFlow quark/gluon rows (pT, rapidity, phi, PDG id) become 4-vectors: 'part' "
+            "(default; as ParT's converter behind the published numbers: rapidity taken as eta, "
+            "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
+        ),
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
@@ -41,16 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="read at most N jets from each input file (e.g. a balanced subset of per-class JetClass files)",
     )
-    p.add_argument(
-        "--qg-convention",
-        choices=("part", "pdg"),
-        default="part",
-        help=(
-            "how EnergyFlow quark/gluon rows (pT, rapidity, phi, PDG id) become 4-vectors: 'part' "
-            "(default; as ParT's converter behind the published numbers: rapidity taken as eta, "
-            "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
-        ),
-    )
+    add_qg_convention(p)
     p.set_defaults(func=run, drop_invalid_advice="pass --drop-invalid")
 
 

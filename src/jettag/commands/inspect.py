@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from jettag.commands.convert import add_qg_convention
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 STAT_FIELDS = ("jet_pt", "jet_eta", "jet_mass", "jet_nparticles")
 
@@ -40,16 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip (and count) jets with NaN/inf momenta or no constituents instead of failing",
     )
-    p.add_argument(
-        "--qg-convention",
-        choices=("part", "pdg"),
-        default="part",
-        help=(
-            "how EnergyFlow quark/gluon rows (pT, rapidity, phi, PDG id) become 4-vectors: 'part' "
-            "(default; as ParT's converter behind the published numbers: rapidity taken as eta, "
-            "massless) or 'pdg' (rapidity with PDG masses); other layouts ignore it"
-        ),
-    )
+    add_qg_convention(p)
     p.set_defaults(func=run, drop_invalid_advice="pass --drop-invalid")
 
 
