@@ -140,7 +140,17 @@ def _add(*fields: str) -> Callable[[dict], None]:
     return edit
 
 
+def _null_at(row: int, field: str) -> Callable[[dict], None]:
+    def edit(cols: dict) -> None:
+        values = ak.to_list(cols[field])
+        values[row] = None
+        cols[field] = ak.Array(values)
+    return edit
+
+
 WEAVER_CASES = [
+    (_null_at(7, "label"), r"{file}: field 'label' is missing \(null\) at row 7$"),
+    (_null_at(5, "part_pz"), r"{file}: field 'part_pz' is missing \(null\) for the jet at row 5$"),
     (_drop_last_particle(5, "part_py"),
      r"{file}: field 'part_py' has a different number of particles than 'part_px' at row 5$"),
     (_label_at(7, -1), r"{file}: field 'label' must be a non-negative integer, found -1\.0 at row 7$"),
