@@ -46,7 +46,7 @@ def test_separate_split_with_other_classes(stores: dict[str, Path], streaming: b
 @pytest.mark.parametrize("streaming", [False, True])
 def test_empty_split_named(stores: dict[str, Path], streaming: bool) -> None:
     cfg = _cfg(stores["qt"], split=[1.0, 0.0, 0.0], streaming=streaming)
-    with pytest.raises(JetDataError, match=r"qt\.parquet: the test split is empty .*split \[1\.0, 0\.0, 0\.0"):
+    with pytest.raises(JetDataError, match=r"qt\.parquet: the test split is empty .*split \[1\.0, 0\.0"):
         load_splits(cfg, ("test",))
 
 
