@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'TOTAL':<{width}}  {hit:>9}  {total:>5}  ({share:.1f}%)")
     print(f"\nuntriggered raises ({len(missed)}):")
     for r in missed:
-        print(f"  {r.path.relative_to(ROOT)}:{r.line}: {r.text}")
+        shown = r.path.relative_to(ROOT) if r.path.is_relative_to(ROOT) else r.path
+        print(f"  {shown}:{r.line}: {r.text}")
     return 1 if share < args.min else 0
 
 
