@@ -13,11 +13,11 @@ import torch
 from jetfactory import random_jets
 
 from jettag.data import features as F
-from jettag.data import store
+from jettag.data import formats, store
+from jettag.data.dataset import parse_generate
 from jettag.data.store import JetDataError
 from jettag.models import create_model
 from jettag.models.registry import feature_dim, model_options
-from jettag.train.datasets import parse_generate
 from jettag.train.optim import Lookahead, build_optimizer, find_head, param_groups
 from jettag.train.schedule import ScheduleSpec, lr_factor
 
@@ -86,7 +86,7 @@ def test_store_paths_and_metadata(tmp_path) -> None:
     a = store.write_store(tmp_path / "a.parquet", jets, ["QCD", "top"], "test")
     b = store.write_store(tmp_path / "b.parquet", jets, ["QCD", "W"], "test")
     with pytest.raises(JetDataError, match=r"b\.parquet: classes \['QCD', 'W'\] differ from .*a\.parquet: "):
-        store.dataset_classes([a, b])
+        formats.dataset_classes([a, b])
 
 
 # ------------------------------------------------------------------ features

@@ -12,13 +12,14 @@ import uproot
 from jetfactory import random_jets
 
 from jettag.data import formats
+from jettag.data.dataset import check_class_counts, check_streaming, load_splits
 from jettag.data.formats.energyflow import _EnergyFlowReader
 from jettag.data.store import JetDataError, write_store
 from jettag.train import config as C
 from jettag.train.config import ConfigError
-from jettag.train.datasets import check_class_counts, check_streaming, load_splits
 from jettag.train.optim import param_groups
-from jettag.train.trainer import prepare_run_dir, train
+from jettag.train.rundir import prepare_run_dir
+from jettag.train.trainer import train
 
 
 @pytest.fixture(scope="module")
