@@ -308,3 +308,21 @@ def test_root_tree_with_too_few_impact_branches(tmp_path: Path) -> None:
         f["tree"].extend(data)
     _raises(path, rf"{{file}}: tree 'tree' lacks branch\(es\) .*'{IMPACT_FIELDS[1]}'.* while "
                   rf"\['{IMPACT_FIELDS[0]}'\] are present")
+
+
+@pytest.mark.parametrize("bad", ["QCD,top", {"QCD": 0}, [], ["QCD", "QCD"], ["QCD", 1]])
+def test_store_class_names_must_be_a_list_of_distinct_strings(tmp_path: Path, bad: object) -> None:
+    """Class metadata is JSON from the file: a string or a mapping is refused, not split into letters."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from jettag.data import formats, store
+
+    path = store.write_store(tmp_path / "s.parquet", random_jets(4, seed=3, max_len=4), ["QCD", "top"], "t")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[store.METADATA_KEY])
+    meta["classes"] = bad
+    pq.write_table(table.replace_schema_metadata({store.METADATA_KEY: json.dumps(meta).encode()}), path)
+    with pytest.raises(JetDataError, match=r"s\.parquet: class names must be a non-empty list of distinct"):
+        formats.dataset_classes(path)

@@ -421,7 +421,8 @@ def read_jets(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs: 
     """A whole dataset in memory as one array of canonical jets (``iter_jets`` keywords apply)."""
     chunks = [c for c in iter_jets(paths, **kwargs)]
     if not chunks:
-        raise JetDataError(f"{paths}: no jets read")
+        shown = paths if isinstance(paths, str | os.PathLike) else ", ".join(str(p) for p in paths)
+        raise JetDataError(f"{shown}: no jets read")
     return chunks[0] if len(chunks) == 1 else ak.concatenate(chunks)
 
 

@@ -27,7 +27,7 @@ from jettag.data.store import JetDataError
 
 class _JettagReader(_Reader):
     def classes(self, path: Path) -> list[str]:
-        return list(store.read_metadata(path)["classes"])
+        return store.read_metadata(path)["classes"]  # checked as a list of strings by the caller
 
     def num_jets(self, path: Path) -> int:
         import pyarrow.parquet as pq
