@@ -3,7 +3,8 @@
 Parameter groups follow weaver-core's rules, because the published ParT/MIParT numbers were
 trained with them: no weight decay on 1-d tensors (norm weights, biases), on the class token and on
 anything a model lists in ``no_weight_decay()``. When fine-tuning, the classification head gets its
-own learning rate (seed 000: 50x the backbone's) and the backbone can be frozen.
+own learning rate (seed 000: 50x the backbone's) and the feature extractor can be frozen, leaving the
+model's dense head to train (seed 003; which modules that is: ``jettag.train.transfer``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ NO_DECAY_NAMES = ("cls_token", "class_token", "pos_embed", "bias")
 
 #: the names ``build_optimizer`` accepts (``train.optimizer``)
 OPTIMIZERS = ("adamw", "adam", "radam", "ranger")
+
+#: the parameter groups' parts, in order
+PARTS = ("backbone", "dense", "head")
 
 
 def find_head(model: nn.Module) -> str:
@@ -53,30 +57,35 @@ def param_groups(
     lr_head: float | None = None,
     freeze_backbone: bool = False,
 ) -> list[dict[str, Any]]:
-    """Up to four groups: (backbone | head) x (decay | no decay). Empty groups are dropped.
+    """Up to six groups: (backbone | dense | head) x (decay | no decay). Empty groups are dropped.
 
-    ``lr_head`` (fine-tuning) gives the head its own lr; ``freeze_backbone`` sets
-    ``requires_grad=False`` on everything but the head (a frozen feature extractor, seed 003).
+    ``head`` is the classification head (``find_head``), at ``lr_head`` when given (fine-tuning),
+    else ``lr``. ``freeze_backbone`` (the frozen transfer method, seed 003) freezes everything but
+    the model's dense head (``transfer_head_modules``: e.g. LundNet's fusion block and FC layers)
+    with ``freeze_all_but``; its layers other than the classification head form the ``dense``
+    groups, at ``lr``.
     """
+    from jettag.train.transfer import freeze_all_but, transfer_head_modules
+
     head = find_head(model) if (lr_head is not None or freeze_backbone) else None
+    if freeze_backbone:
+        freeze_all_but(model, transfer_head_modules(model))
     extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        in_head = _is_head(name, head)
-        if freeze_backbone and not in_head:
-            p.requires_grad_(False)
         if not p.requires_grad:
             continue
+        part = "head" if _is_head(name, head) else "dense" if freeze_backbone else "backbone"
         no_decay = p.ndim <= 1 or name in extra or any(s in name.split(".")[-1] for s in NO_DECAY_NAMES)
-        groups.setdefault((in_head, no_decay), []).append(p)
+        groups.setdefault((part, no_decay), []).append(p)
     out = []
-    for (in_head, no_decay), params in sorted(groups.items()):
+    for (part, no_decay), params in sorted(groups.items(), key=lambda kv: (PARTS.index(kv[0][0]), kv[0][1])):
         out.append(
             {
                 "params": params,
-                "lr": lr_head if (in_head and lr_head is not None) else lr,
+                "lr": lr_head if (part == "head" and lr_head is not None) else lr,
                 "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{'head' if in_head else 'backbone'}_{'no_decay' if no_decay else 'decay'}",
+                "name": f"{part}_{'no_decay' if no_decay else 'decay'}",
             }
         )
     if not out:
