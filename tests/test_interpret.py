@@ -166,6 +166,9 @@ def test_interpret_part_statistics_match_arrays(runs: dict[str, Path], tmp_path:
                     for t in (0.5, 0.9):
                         assert s[f"frac_max_gt_{t}"][lay][h] == pytest.approx(
                             np.count_nonzero(m > t) / len(m), abs=1e-12)
+                    on_self = arr[f"{prefix}particle_argmax"][lay, h, sel] == arr[f"{prefix}query_index"][sel]
+                    assert s["frac_max_on_self"][lay][h] == pytest.approx(np.count_nonzero(on_self) / len(m),
+                                                                          abs=1e-12)
                     # means of float32 arrays: float32 vs float64 accumulation
                     assert s["mean_max"][lay][h] == pytest.approx(float(np.mean(m, dtype=np.float64)),
                                                                   rel=1e-6)
@@ -173,11 +176,14 @@ def test_interpret_part_statistics_match_arrays(runs: dict[str, Path], tmp_path:
                         float(np.mean(ent[lay, h, sel], dtype=np.float64)), rel=1e-6)
     # the per-query maxima are those of the saved per-class heat maps' inputs: each is in (0, 1]
     assert (arr["particle_max"] > 0).all() and (arr["particle_max"] <= 1 + 1e-6).all()
-    heat = arr["particle_heat"]
-    real_rows = arr["pair_counts"][:, :, :].max(-1) > 0
-    sums = np.nansum(heat, -1)  # mean of rows that each sum to 1 over the jets' real keys
-    assert np.isfinite(heat[:, :, :, real_rows[0]]).any()
-    assert (sums <= 1 + 1e-6).all()
+    # heat maps are per-pair means over the jets holding both particles: times those counts, each row
+    # adds up to the number of jets holding the query particle (every captured row sums to 1)
+    heat, counts = arr["particle_heat"], arr["pair_counts"]
+    rows = np.nansum(heat * counts[:, None, None], -1)  # (C, L, H, P)
+    jets_with = np.diagonal(counts, axis1=1, axis2=2)[:, None, None, :]
+    # float32 rows: sums to 1 within a few ulps
+    np.testing.assert_allclose(rows, np.broadcast_to(jets_with, rows.shape), rtol=1e-5, atol=1e-5)
+    assert jets_with.sum() > 0
     sub = np.load(out / "subjets.npz")
     for c, e in stats["subjets"].items():
         sel = sub["n2_label"] == ["QCD", "Top"].index(c)

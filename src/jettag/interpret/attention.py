@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,16 +59,18 @@ def capture_batch(model: nn.Module, inputs: tuple[torch.Tensor, ...]
     return logits, {g: torch.stack([rec[n][0] for n in names]) for g, names in groups.items()}
 
 
-def query_stats(att: np.ndarray, n_real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per real query of a (L, B, H, P, P) particle-map array: the largest weight and the entropy
-    (nats) over real keys, each (L, H, Q), and the jet (batch row) of each query (Q,)."""
+def query_stats(att: np.ndarray, n_real: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per real query of a (L, B, H, P, P) particle-map array: the largest weight, the entropy (nats)
+    over real keys and the key holding the largest weight, each (L, H, Q); the jet (batch row) and
+    the particle index of each query (Q,)."""
     p = att.shape[-1]
     qmask = np.arange(p)[None, :] < n_real[:, None]  # (B, P)
     rows = att.transpose(0, 2, 1, 3, 4)[:, :, qmask]  # (L, H, Q, P)
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(rows > 0, rows * np.log(rows), 0.0).sum(-1)
-    jet = np.nonzero(qmask)[0]
-    return rows.max(-1), ent, jet
+    jet, query = np.nonzero(qmask)
+    return rows.max(-1), ent, rows.argmax(-1), jet, query
 
 
 @dataclass
@@ -80,6 +83,8 @@ class AttentionSummary:
     pair_counts: np.ndarray | None = None  # (C, P, P) jets in which both particles exist
     qmax: dict[str, list[np.ndarray]] = field(default_factory=dict)
     qent: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    qarg: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    qindex: list[np.ndarray] = field(default_factory=list)
     qclass: list[np.ndarray] = field(default_factory=list)
     qjet: list[np.ndarray] = field(default_factory=list)
     qlen: list[np.ndarray] = field(default_factory=list)
@@ -103,15 +108,17 @@ class AttentionSummary:
             a = a * pair[None, :, None]  # padded queries' rows to 0 (padded keys are 0 already)
             if g not in self.sums:
                 self.sums[g] = np.zeros((c, a.shape[0], a.shape[2], p, p))
-                self.qmax[g], self.qent[g] = [], []
+                self.qmax[g], self.qent[g], self.qarg[g] = [], [], []
             np.add.at(self.sums[g], labels, a.transpose(1, 0, 2, 3, 4))
-            mx, ent, jet = query_stats(a, n_real)
+            mx, ent, arg, jet, query = query_stats(a, n_real)
             self.qmax[g].append(mx.astype(np.float32))
             self.qent[g].append(ent.astype(np.float32))
+            self.qarg[g].append(arg.astype(np.int16))
             if first:
                 self.qclass.append(labels[jet].astype(np.int64))
                 self.qjet.append((jet + self.jets_seen).astype(np.int64))
                 self.qlen.append(n_real[jet].astype(np.int64))
+                self.qindex.append(query.astype(np.int16))
                 first = False
         self.jets_seen += len(labels)
 
@@ -129,21 +136,26 @@ class AttentionSummary:
         out[f"{prefix}query_class"] = np.concatenate(self.qclass)
         out[f"{prefix}query_jet"] = np.concatenate(self.qjet)
         out[f"{prefix}query_nreal"] = np.concatenate(self.qlen)
+        out[f"{prefix}query_index"] = np.concatenate(self.qindex)
         for g in self.qmax:
             out[f"{prefix}{g}_max"] = np.concatenate(self.qmax[g], axis=-1)
             out[f"{prefix}{g}_entropy"] = np.concatenate(self.qent[g], axis=-1)
+            out[f"{prefix}{g}_argmax"] = np.concatenate(self.qarg[g], axis=-1)
         return out
 
 
-def binary_stats(qmax: np.ndarray, qent: np.ndarray, nreal: np.ndarray) -> dict[str, list[list[float]]]:
+def binary_stats(qmax: np.ndarray, qent: np.ndarray, nreal: np.ndarray, self_max: np.ndarray
+                 ) -> dict[str, Any]:
     """Per block and head of (L, H, Q) arrays: mean largest weight, fraction of queries whose
-    largest weight exceeds 0.5 and 0.9, mean entropy (nats) and the mean entropy of a uniform
-    row over the same queries (ln n_real), as nested lists [L][H]."""
+    largest weight exceeds 0.5 and 0.9, fraction whose largest weight is on the query itself
+    (``self_max``, bool), mean entropy (nats), as nested lists [L][H]; and the mean entropy of a
+    uniform row over the same queries (ln n_real)."""
     uniform = float(np.log(nreal).mean()) if len(nreal) else float("nan")
     return {
         "mean_max": qmax.mean(-1).tolist(),
         "frac_max_gt_0.5": (qmax > 0.5).mean(-1).tolist(),
         "frac_max_gt_0.9": (qmax > 0.9).mean(-1).tolist(),
+        "frac_max_on_self": self_max.mean(-1).tolist(),
         "mean_entropy": qent.mean(-1).tolist(),
         "uniform_entropy": uniform,
         "queries": int(qmax.shape[-1]),

@@ -32,11 +32,16 @@ def draw_jet(ax: Axes, deta: np.ndarray, dphi: np.ndarray, pt: np.ndarray, ptype
              attention: np.ndarray | None, threshold: float, title: str = "") -> LineCollection | None:
     """One jet on the (delta eta, delta phi) plane: a marker per particle (area by pT share, colour by
     type) and a line between i and j (i != j) wherever attention[i, j] (query i, key j) exceeds
-    ``threshold``, its opacity rising with the weight. Returns the lines drawn (None if none)."""
+    ``threshold``, its opacity rising with the weight; a black ring marks a particle whose attention
+    to itself exceeds it. Returns the lines drawn (None if none)."""
     lines = None
     if attention is not None:
         n = len(deta)
         a = attention[:n, :n]
+        own = np.diag(a) > threshold
+        if own.any():
+            ax.scatter(deta[own], dphi[own], s=40, facecolors="none", edgecolors="black", linewidths=0.5,
+                       zorder=3)
         qi, kj = np.nonzero((a > threshold) & ~np.eye(n, dtype=bool))
         if len(qi):
             segs = np.stack([np.stack([deta[qi], dphi[qi]], -1), np.stack([deta[kj], dphi[kj]], -1)], 1)
@@ -73,7 +78,8 @@ def jet_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, pt: np.ndarray, p
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=6, markerscale=0.5,
                frameon=False)
-    fig.suptitle(f"{title}  (lines: attention > {threshold:g}; axes: delta eta, delta phi)", fontsize=7)
+    fig.suptitle(f"{title}  (lines: attention > {threshold:g}, rings: self-attention > {threshold:g}; "
+                 "axes: delta eta, delta phi)", fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

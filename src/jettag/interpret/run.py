@@ -142,7 +142,9 @@ def interpret_run(run_dir: str | Path, out: str | Path, data: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
-    untrained = build_model_from_config(cfg).eval() if groups else None
+    untrained = build_model_from_config(cfg) if groups else None
+    if untrained is not None:
+        calibrate_batchnorm(untrained, tensors, batch_size)
     n_cls = len(class_names)
     max_len = int(cfg["data"].get("max_len", 128))
     summary = AttentionSummary(n_cls, max_len)
@@ -267,6 +269,22 @@ def interpret_run(run_dir: str | Path, out: str | Path, data: str | None = None,
     return stats
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, tensors: Any, batch_size: int) -> None:
+    """Give an untrained model the normalisation statistics of the jets it will see: the running mean
+    and variance of every BatchNorm become the cumulative averages over ``tensors`` (forward passes
+    in train mode, no weights change), then eval mode. Without this the input and pair BatchNorms of
+    a fresh model pass the raw features (ln kT of order -10..5) straight into the attention bias."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for start in range(0, len(tensors), batch_size):
+        model(*tensors.batch(np.arange(start, min(start + batch_size, len(tensors)))).inputs())
+    model.eval()
+
+
 def _draw_jets(out: Path, cfg: dict[str, Any], class_names: list[str], drawn: dict[int, list[int]],
                drawn_maps: dict[str, list[np.ndarray]], coords: dict[str, np.ndarray], lengths: np.ndarray,
                groups: dict[str, list[str]], blocks: Sequence[int] | None, heads: Sequence[int] | None,
@@ -324,10 +342,11 @@ def attention_stats(arrays: dict[str, np.ndarray], groups: list[str], n_cls: int
         nreal = arrays[f"{prefix}query_nreal"]
         for g in groups:
             mx, ent = arrays[f"{prefix}{g}_max"], arrays[f"{prefix}{g}_entropy"]
-            entry = {"all": binary_stats(mx, ent, nreal)}
+            on_self = arrays[f"{prefix}{g}_argmax"] == arrays[f"{prefix}query_index"]
+            entry = {"all": binary_stats(mx, ent, nreal, on_self)}
             for c in range(n_cls):
                 sel = cls == c
-                entry[str(c)] = binary_stats(mx[..., sel], ent[..., sel], nreal[sel])
+                entry[str(c)] = binary_stats(mx[..., sel], ent[..., sel], nreal[sel], on_self[..., sel])
             out.setdefault(name, {})[g] = entry
     return out
 
@@ -385,12 +404,13 @@ def report_markdown(stats: dict[str, Any]) -> str:
         lines += [f"No attention maps: {stats['no_attention_reason']}.", ""]
     else:
         lines += ["## Binary attention (largest weight per query, all blocks and heads pooled)", "",
-                  "| group | model | mean max | frac > 0.5 | frac > 0.9 | mean entropy | uniform entropy |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| group | model | mean max | frac > 0.5 | frac > 0.9 | max on self | mean entropy "
+                  "| uniform entropy |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, groups in stats["attention"].items():
             for g, entry in groups.items():
                 a = entry["all"]
-                keys = ("mean_max", "frac_max_gt_0.5", "frac_max_gt_0.9", "mean_entropy")
+                keys = ("mean_max", "frac_max_gt_0.5", "frac_max_gt_0.9", "frac_max_on_self", "mean_entropy")
                 cells = [np.mean(a[k]) for k in keys]
                 lines.append(f"| {g} | {name} | " + " | ".join(_fmt(x) for x in cells)
                              + f" | {_fmt(a['uniform_entropy'])} |")

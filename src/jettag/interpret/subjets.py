@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 
 import awkward as ak
 import numpy as np
@@ -50,7 +51,9 @@ def exclusive_subjets(p4: list[np.ndarray], n: int) -> tuple[list[np.ndarray], l
         return labels, moms
     rec = ak.Array([[{"px": float(a), "py": float(b), "pz": float(c), "E": float(e)} for a, b, c, e in p4[k]]
                     for k in idx], with_name="Momentum4D")
-    with _quiet_stdout():
+    with _quiet_stdout(), warnings.catch_warnings():
+        # the binding warns about dcut for every algorithm on exclusive_jets; this is kT, where it is exact
+        warnings.filterwarnings("ignore", message="dcut and exclusive jets")
         seq = fastjet.ClusterSequence(rec, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0))
         jets = seq.exclusive_jets(n)
         const = seq.exclusive_jets_constituent_index(n)
