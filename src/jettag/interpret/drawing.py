@@ -182,6 +182,7 @@ def subjet_figure(path: Path, within: np.ndarray, uniform: np.ndarray, classes: 
     for c, name in enumerate(classes):
         line, = ax.plot(np.arange(within.shape[1]), within[c], marker="o", label=f"{name}")
         ax.axhline(uniform[c], ls="--", color=line.get_color(), lw=0.8)
+    ax.set_xticks(np.arange(within.shape[1]))
     ax.set_xlabel("block", fontsize=6)
     ax.set_ylabel("attention within own subjet", fontsize=6)
     ax.set_ylim(0, 1)

@@ -58,8 +58,8 @@ def _select(labels: np.ndarray, classes: list[str], wanted: Sequence[str] | None
 
 def load_jets(run_dir: Path, cfg: dict[str, Any], model: torch.nn.Module, data: str | None
               ) -> tuple[ak.Array, list[str], str]:
-    """The jets to interpret (``data`` or the run's test split), checked against the run before any work."""
-    from jettag.data.kinds import get_kind
+    """The jets to interpret (``data`` or the run's test split), with the run's classes. Fields the
+    run's feature set needs are checked by the kind's ``build`` (before anything is written)."""
     from jettag.train.datasets import load_splits, read_dataset
 
     d = cfg["data"]
@@ -71,11 +71,6 @@ def load_jets(run_dir: Path, cfg: dict[str, Any], model: torch.nn.Module, data: 
         source = str(data)
     if list(classes) != list(cfg["classes"]):
         raise JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
-    needed = get_kind(model.input_kind).columns(d, model) or []
-    missing = [f for f in needed if f not in jets.fields]
-    if missing:
-        raise JetDataError(f"{source}: field {missing[0]!r} is missing; the run {run_dir} uses feature set "
-                           f"{d.get('feature_set')!r} (fields {', '.join(missing)} absent)")
     return jets, list(classes), source
 
 
