@@ -56,8 +56,7 @@ def _select(labels: np.ndarray, classes: list[str], wanted: Sequence[str] | None
     return np.sort(np.concatenate(idx)) if idx else np.zeros(0, np.int64)
 
 
-def load_jets(run_dir: Path, cfg: dict[str, Any], model: torch.nn.Module, data: str | None
-              ) -> tuple[ak.Array, list[str], str]:
+def load_jets(run_dir: Path, cfg: dict[str, Any], data: str | None) -> tuple[ak.Array, list[str], str]:
     """The jets to interpret (``data`` or the run's test split), with the run's classes. Fields the
     run's feature set needs are checked by the kind's ``build`` (before anything is written)."""
     from jettag.train.datasets import load_splits, read_dataset
@@ -124,7 +123,7 @@ def interpret_run(run_dir: str | Path, out: str | Path, data: str | None = None,
 
     run_dir, out = Path(run_dir), Path(out)
     model, cfg = load_run_model(run_dir, which)
-    all_jets, class_names, source = load_jets(run_dir, cfg, model, data)
+    all_jets, class_names, source = load_jets(run_dir, cfg, data)
     labels_all = np.asarray(ak.to_numpy(all_jets["label"]), dtype=np.int64)
     sel = _select(labels_all, class_names, classes, jets_per_class)
     if len(sel) == 0:
