@@ -32,6 +32,7 @@ COMMANDS = (
     "models",
     "info",
     "export",
+    "interpret",
 )
 
 _DEBUG_HELP = "show the full traceback of an error instead of one line"

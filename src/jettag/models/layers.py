@@ -24,12 +24,18 @@ Blocks:
   same block runs as a class-attention block (CaiT) with ``forward_cls``. ``DropPath``
   (stochastic depth) sits on both residual branches; at rate 0 (the default) it is not called.
 - ``EdgeConv``: ParticleNet's EdgeConv block.
+- ``capture_attention(model)``: a context manager under which every ``Attention`` and
+  ``ValueAttention`` of ``model`` records its attention probabilities (for ``jettag interpret``).
+  Outside it the modules take their usual fused path; inside it ``Attention`` computes the same
+  product with an explicit softmax so the weights exist as a tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -250,6 +256,7 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.in_proj = nn.Linear(embed_dim, 3 * embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.record: list[torch.Tensor] | None = None  # set by ``capture_attention`` only
 
     def forward(self, query: torch.Tensor, kv: torch.Tensor | None, attn_mask: torch.Tensor | None
                 ) -> torch.Tensor:
@@ -266,9 +273,23 @@ class Attention(nn.Module):
         v = v.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
         if attn_mask is not None and attn_mask.dtype != q.dtype:
             attn_mask = attn_mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        if self.record is not None:
+            out = self._explicit(q, k, v, attn_mask, self.record)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                  record: list[torch.Tensor]) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d) + mask) v written out (eval only), appending the probabilities
+        (B, H, T, S) in float32 to ``record``; -inf keys get exactly 0."""
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if attn_mask is not None:
+            scores = scores + attn_mask.float()
+        probs = torch.softmax(scores, dim=-1)
+        record.append(probs.detach())
+        return torch.matmul(probs.to(v.dtype), v)
 
 
 def dropout_keep_mask(shape: torch.Size, p: float, like: torch.Tensor) -> torch.Tensor:
@@ -330,9 +351,12 @@ class ValueAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
         self.vv = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.record: list[torch.Tensor] | None = None  # set by ``capture_attention`` only
 
     def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
+        if self.record is not None:
+            self.record.append(probs.detach().float())
         v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
         probs = probs.to(v.dtype)
         if self.training and self.dropout > 0:
@@ -340,6 +364,29 @@ class ValueAttention(nn.Module):
         else:
             out = torch.matmul(probs, v)  # (B, H, P, hd)
         return out.transpose(1, 2).reshape(b, p, d)
+
+
+@contextlib.contextmanager
+def capture_attention(model: nn.Module) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record the attention probabilities of every attention module of ``model`` while inside.
+
+    Yields ``{module name: [probabilities of each forward call]}``: (B, H, T, S) float32 tensors
+    (``Attention``: rows = queries, columns = keys, padded keys exactly 0; ``ValueAttention``: the
+    shared softmax(U1) it was given). The model must be in eval mode (no attention dropout), so
+    the recorded weights are the ones that produced the output. On exit the modules return to
+    their fused path.
+    """
+    if model.training:
+        raise ValueError("capture_attention needs the model in eval mode (model.eval())")
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, (Attention, ValueAttention))}
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    for name, m in modules.items():
+        m.record = store[name]
+    try:
+        yield store
+    finally:
+        for m in modules.values():
+            m.record = None
 
 
 class DropPath(nn.Module):
