@@ -59,7 +59,7 @@ def _select(labels: np.ndarray, classes: list[str], wanted: Sequence[str] | None
 def load_jets(run_dir: Path, cfg: dict[str, Any], data: str | None) -> tuple[ak.Array, list[str], str]:
     """The jets to interpret (``data`` or the run's test split), with the run's classes. Fields the
     run's feature set needs are checked by the kind's ``build`` (before anything is written)."""
-    from jettag.train.datasets import load_splits, read_dataset
+    from jettag.data.dataset import load_splits, read_dataset
 
     d = cfg["data"]
     if data is None:
