@@ -37,12 +37,12 @@ N_JETS = 7
 # mutations within a millisecond (zip CRC, parquet page structure). JETTAG_FUZZ_SCALE=10 runs a
 # deeper search by hand.
 _SCALE = float(os.environ.get("JETTAG_FUZZ_SCALE", 1))
-N_MUTATIONS = {
-    "toplandscape_h5": 80,
-    "toplandscape_fixed_h5": 60,
+N_MUTATIONS = {  # at least 200 per layout (issue 9: "a few hundred"); ROOT costs ~20 s of them
+    "toplandscape_h5": 200,
+    "toplandscape_fixed_h5": 200,
     "energyflow_npz": 300,
-    "jetclass_root": 24,
-    "weaver_parquet": 150,
+    "jetclass_root": 200,
+    "weaver_parquet": 200,
     "jettag_store": 300,
 }
 CASE_TIMEOUT_S = 60  # one read of a few-kB file takes milliseconds; a minute means a hang
