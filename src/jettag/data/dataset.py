@@ -220,3 +220,21 @@ def _stream_splits(cfg: dict[str, Any], which: tuple[str, ...], path: Any
             jets = parts[0] if len(parts) == 1 else ak.concatenate(parts)
         out[name] = jets
     return out, classes
+
+
+def run_jets(cfg: dict[str, Any], run_dir: str | Path, data: str | Path | None = None
+             ) -> tuple[ak.Array, list[str], str]:
+    """The jets to score a trained run on: ``data`` (any supported dataset) or the run's own test
+    split rebuilt from its config, with the class names (checked against the run's) and a source
+    label for messages."""
+    d = cfg["data"]
+    if data is None:
+        splits, classes = load_splits(cfg, ("test",))
+        jets, source = splits["test"], f"{d['path']} (test split of {run_dir})"
+    else:
+        jets, classes = read_dataset(data, d.get("drop_invalid", False))
+        source = str(data)
+    if list(classes) != list(cfg["classes"]):
+        raise store.JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} "
+                                 f"({run_dir})")
+    return jets, list(classes), source

@@ -125,24 +125,15 @@ def evaluate_tensors(
 def evaluate_run(run_dir: str | Path, data: str | None = None, which: str = "best", batch_size: int = 1024,
                  info: Any = None) -> dict[str, Any]:
     """Score one run on its test split (or ``data``): labels, probs, metrics, classes, model name."""
-    from jettag.data.dataset import load_splits, read_dataset
+    from jettag.data.dataset import run_jets
     from jettag.data.kinds import get_kind
-    from jettag.data.store import JetDataError
     from jettag.train.checkpoint import load_run_model
 
     info = info or D.DistInfo()
     model, cfg = load_run_model(run_dir, which)
     model.to(info.device)
-    d = cfg["data"]
-    if data is None:
-        splits, classes = load_splits(cfg, ("test",))
-        jets, source = splits["test"], f"{d['path']} (test split of {run_dir})"
-    else:
-        jets, classes = read_dataset(data, d.get("drop_invalid", False))
-        source = str(data)
-    if list(classes) != list(cfg["classes"]):
-        raise JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
-    tensors = get_kind(model.input_kind).build(jets, d, model, info.device, source=source)
+    jets, classes, source = run_jets(cfg, run_dir, data)
+    tensors = get_kind(model.input_kind).build(jets, cfg["data"], model, info.device, source=source)
     probs, labels = predict_tensors(model, tensors, batch_size, info, cfg["train"].get("bf16", "auto"))
     metrics = evaluate_scores(labels, probs, classes)
     n_params = count_parameters(model)

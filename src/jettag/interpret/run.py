@@ -59,18 +59,9 @@ def _select(labels: np.ndarray, classes: list[str], wanted: Sequence[str] | None
 def load_jets(run_dir: Path, cfg: dict[str, Any], data: str | None) -> tuple[ak.Array, list[str], str]:
     """The jets to interpret (``data`` or the run's test split), with the run's classes. Fields the
     run's feature set needs are checked by the kind's ``build`` (before anything is written)."""
-    from jettag.data.dataset import load_splits, read_dataset
+    from jettag.data.dataset import run_jets
 
-    d = cfg["data"]
-    if data is None:
-        splits, classes = load_splits(cfg, ("test",))
-        jets, source = splits["test"], f"{d['path']} (test split of {run_dir})"
-    else:
-        jets, classes = read_dataset(data, d.get("drop_invalid", False))
-        source = str(data)
-    if list(classes) != list(cfg["classes"]):
-        raise JetDataError(f"{source}: classes {classes} differ from the run's {cfg['classes']} ({run_dir})")
-    return jets, list(classes), source
+    return run_jets(cfg, run_dir, data)
 
 
 def particle_coordinates(jets: ak.Array, lengths: np.ndarray) -> dict[str, np.ndarray]:
