@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from jetfactory import random_jets
+from matplotlib.figure import Figure
 
 from jettag.cli import main
 from jettag.data.kinds.particles import example_inputs
@@ -129,7 +130,7 @@ def test_integrated_gradients_completeness(name: str) -> None:
 
 
 def test_eta_phi_drawing_of_two_particle_jet() -> None:
-    fig, ax = drawing.plt.subplots()
+    ax = Figure().subplots()
     deta, dphi = np.array([0.1, -0.2]), np.array([0.3, -0.1])
     att = np.array([[0.2, 0.8], [0.6, 0.4]])
     lines = drawing.draw_jet(ax, deta, dphi, np.array([100.0, 50.0]), np.array([0, 2]), att, 0.7)
@@ -141,7 +142,6 @@ def test_eta_phi_drawing_of_two_particle_jet() -> None:
     offsets = np.concatenate([c.get_offsets() for c in ax.collections if hasattr(c, "get_sizes")
                               and len(c.get_sizes())])
     assert {tuple(o) for o in offsets} == {(0.1, 0.3), (-0.2, -0.1)}
-    drawing.plt.close(fig)
 
 
 def test_interpret_part_statistics_match_arrays(runs: dict[str, Path], tmp_path: Path,

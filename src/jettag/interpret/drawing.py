@@ -1,17 +1,15 @@
-"""The figures of ``jettag interpret`` (matplotlib, Agg backend, small PNGs)."""
+"""The figures of ``jettag interpret``: small PNGs from ``matplotlib.figure.Figure`` objects saved
+directly (no pyplot state, no global backend switch)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
 #: particle types for colouring, from the PDG id (0 = unknown: charged or neutral by charge)
 PARTICLE_TYPES = ("charged hadron", "neutral hadron", "photon", "electron", "muon")
@@ -70,7 +68,8 @@ def jet_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, pt: np.ndarray, p
                title: str, block_label: str = "block") -> None:
     """Rows = blocks, columns = heads of one jet's (L, H, P, P) maps."""
     size = (1.3 * len(heads) + 0.4, 1.35 * len(blocks) + 0.5)
-    fig, axes = plt.subplots(len(blocks), len(heads), figsize=size, squeeze=False)
+    fig = Figure(figsize=size)
+    axes = fig.subplots(len(blocks), len(heads), squeeze=False)
     for r, blk in enumerate(blocks):
         for c, h in enumerate(heads):
             draw_jet(axes[r, c], deta, dphi, pt, ptype, maps[blk, h], threshold,
@@ -82,7 +81,6 @@ def jet_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, pt: np.ndarray, p
                  "axes: delta eta, delta phi)", fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def heat_map_figure(path: Path, maps: np.ndarray, title: str, block_label: str = "block",
@@ -92,8 +90,8 @@ def heat_map_figure(path: Path, maps: np.ndarray, title: str, block_label: str =
     p = length or maps.shape[-1]
     cols = min(heads, 16)
     rows_per = int(np.ceil(heads / cols))
-    fig, axes = plt.subplots(lay * rows_per, cols, figsize=(0.9 * cols + 0.6, 0.9 * lay * rows_per + 0.6),
-                             squeeze=False)
+    fig = Figure(figsize=(0.9 * cols + 0.6, 0.9 * lay * rows_per + 0.6))
+    axes = fig.subplots(lay * rows_per, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for blk in range(lay):
@@ -105,14 +103,14 @@ def heat_map_figure(path: Path, maps: np.ndarray, title: str, block_label: str =
     fig.suptitle(f"{title} (query rows, key columns, particles by decreasing pT)", fontsize=7)
     fig.tight_layout(rect=(0, 0, 1, 0.95), pad=0.2)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def binary_figure(path: Path, trained: np.ndarray, untrained: np.ndarray, title: str) -> None:
     """Histograms of the largest attention weight per query, pooled over blocks and heads
     ((L, H, Q) arrays), trained vs untrained, one panel per block."""
     lay = trained.shape[0]
-    fig, axes = plt.subplots(1, lay, figsize=(1.6 * lay + 0.4, 1.8), squeeze=False, sharey=True)
+    fig = Figure(figsize=(1.6 * lay + 0.4, 1.8))
+    axes = fig.subplots(1, lay, squeeze=False, sharey=True)
     bins = np.linspace(0, 1, 26)
     for blk in range(lay):
         ax = axes[0, blk]
@@ -127,13 +125,13 @@ def binary_figure(path: Path, trained: np.ndarray, untrained: np.ndarray, title:
     fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def saliency_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, attr: np.ndarray, cls: np.ndarray,
                     n_jets: np.ndarray, classes: Sequence[str], title: str) -> None:
     """Per class: attribution summed in (delta eta, delta phi) bins, divided by the class's jets."""
-    fig, axes = plt.subplots(1, len(classes), figsize=(2.2 * len(classes) + 0.4, 2.3), squeeze=False)
+    fig = Figure(figsize=(2.2 * len(classes) + 0.4, 2.3))
+    axes = fig.subplots(1, len(classes), squeeze=False)
     bins = np.linspace(-0.8, 0.8, 33)
     for c, name in enumerate(classes):
         sel = cls == c
@@ -151,13 +149,13 @@ def saliency_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, attr: np.nda
     fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def node_saliency_figure(path: Path, node_index: np.ndarray, attr: np.ndarray, cls: np.ndarray,
                          classes: Sequence[str], title: str, max_nodes: int = 30) -> None:
     """Per class: mean attribution of the k-th node (declustering order), k < max_nodes."""
-    fig, ax = plt.subplots(figsize=(3.6, 2.2))
+    fig = Figure(figsize=(3.6, 2.2))
+    ax = fig.subplots()
     for c, name in enumerate(classes):
         sel = (cls == c) & (node_index < max_nodes)
         total = np.bincount(node_index[sel], weights=attr[sel], minlength=max_nodes)
@@ -171,14 +169,14 @@ def node_saliency_figure(path: Path, node_index: np.ndarray, attr: np.ndarray, c
     ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def subjet_figure(path: Path, within: np.ndarray, uniform: np.ndarray, classes: Sequence[str],
                   title: str) -> None:
     """Per class: fraction of attention within a query's own subjet per block ((C, L), head mean), with
     the fraction a uniform attention would give as a dashed line."""
-    fig, ax = plt.subplots(figsize=(3.4, 2.2))
+    fig = Figure(figsize=(3.4, 2.2))
+    ax = fig.subplots()
     for c, name in enumerate(classes):
         line, = ax.plot(np.arange(within.shape[1]), within[c], marker="o", label=f"{name}")
         ax.axhline(uniform[c], ls="--", color=line.get_color(), lw=0.8)
@@ -191,4 +189,3 @@ def subjet_figure(path: Path, within: np.ndarray, uniform: np.ndarray, classes: 
     ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
