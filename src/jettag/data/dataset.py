@@ -154,7 +154,7 @@ def load_splits(cfg: dict[str, Any], which: tuple[str, ...] = ("train", "val", "
     if d.get("streaming") is True:  # a streaming run (config.yaml holds the resolved mode)
         return _stream_splits(cfg, which, main_path)
     jets, classes = read_dataset(main_path, d.get("drop_invalid", False))
-    tr, va, te = split_indices(len(jets), d["split"], int(d.get("split_seed", 0)), d.get("max_jets") or None)
+    tr, va, te = _split_units(jets, d, str(main_path))
     out: dict[str, ak.Array] = {}
     for name, idx in (("train", tr), ("val", va), ("test", te)):
         if name not in which:
@@ -173,6 +173,24 @@ def load_splits(cfg: dict[str, Any], which: tuple[str, ...] = ("train", "val", "
                 f"{d['path']}: the {name} split is empty ({len(jets)} jets, split {d['split']})"
             )
     return out, classes
+
+
+def _split_units(jets: ak.Array, d: dict[str, Any], source: str) -> tuple[np.ndarray, ...]:
+    """``split_indices`` over jets, or over whole events for an event sample whose rows form whole
+    events (``store.group_events``): an event's jets then stay in one part and ``data.max_jets``
+    counts events. Rows that do not form whole events (a filtered table) are split as jets; the
+    ``event`` input kind refuses them with ``group_events``' error when it builds its dataset."""
+    n_per = 1
+    if "event_jet_index" in jets.fields and len(jets):
+        try:
+            n_per = len(store.group_events(jets[["event_index", "event_jet_index", "label"]], source)[0])
+        except store.JetDataError:
+            n_per = 1
+    parts = split_indices(len(jets) // n_per, d["split"], int(d.get("split_seed", 0)),
+                          d.get("max_jets") or None)
+    if n_per == 1:
+        return parts
+    return tuple((p[:, None] * n_per + np.arange(n_per)).ravel() for p in parts)
 
 
 def check_class_counts(counts: dict[str, np.ndarray], classes: list[str], source: str) -> None:

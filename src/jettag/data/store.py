@@ -14,7 +14,8 @@ recognise it:
 
 Event samples (``jettag generate hh4b``) store each event as consecutive rows, one per jet, leading
 first, with int32 ``event_index, event_jet_index`` and float32 ``event_pt, event_eta, event_phi,
-event_energy, event_mass`` (the system of the event's jets) and ``event_truth_mass``; every
+event_energy, event_mass`` (the system of the event's jets), ``event_truth_mass`` and the optional
+int32 ``jet_nbhadrons`` (generator b hadrons within R of the jet axis, ``OPTIONAL_JET_FIELDS``); every
 jet-level tool reads them as jets, and ``group_events`` gives the [event][jet] view.
 
 Particles are sorted by decreasing pT. A dataset is a directory, a glob or a list of such files.
@@ -62,6 +63,10 @@ JET_FIELDS: dict[str, type] = {
     "jet_mass": np.float32,
     "jet_nparticles": np.int32,
     "label": np.int32,
+}
+# Jet-level fields some stores carry: generator truth of event recipes (``jettag generate hh4b``).
+OPTIONAL_JET_FIELDS: dict[str, type] = {
+    "jet_nbhadrons": np.int32,
 }
 MOMENTUM_FIELDS = ("part_px", "part_py", "part_pz", "part_energy")
 

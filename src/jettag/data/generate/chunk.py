@@ -32,6 +32,7 @@ from jettag.data.generate.recipes import Recipe, pythia_settings
 from jettag.data.generate.truth import (
     Resonances,
     contained_resonance_events,
+    count_b_hadrons,
     find_resonances,
     flavour_ok,
     hard_parton_veto,
@@ -172,6 +173,8 @@ def generate_chunk(
             piece = _gather(parts, jets)
             if recipe.event is not None:
                 piece.update(_event_columns(ev, jets, per_unit, n_events))
+                jet_eta, jet_phi = kin.eta(jets.px, jets.py, jets.pz), kin.phi(jets.px, jets.py)
+                piece["jet_nbhadrons"] = count_b_hadrons(jets.event, jet_eta, jet_phi, ev, recipe.radius)
             pieces.append(piece)
             n_have += len(jets.event) // per_unit
         n_events += ev.n_events
@@ -188,7 +191,7 @@ def generate_chunk(
     def jag(name: str, dtype=np.float32) -> ak.Array:
         return ak.unflatten(flat[name][:n_parts].astype(dtype), counts)
 
-    event_columns = {k: v[:n_rows] for k, v in flat.items() if k.startswith("event_")}
+    event_columns = {k: v[:n_rows] for k, v in flat.items() if k.startswith("event_") or k == "jet_nbhadrons"}
     jets_out = make_jets(
         jag("px"),
         jag("py"),
@@ -204,7 +207,7 @@ def generate_chunk(
             "part_dzerr": jag("dzerr"),
         },
         extra_jet={
-            k: v.astype(np.int32 if k in ("event_index", "event_jet_index") else np.float32)
+            k: v.astype(np.int32 if k in ("event_index", "event_jet_index", "jet_nbhadrons") else np.float32)
             for k, v in event_columns.items()
         },
         jet_p4=tuple(flat[k][:n_rows] for k in ("jet_px", "jet_py", "jet_pz", "jet_e")),

@@ -231,6 +231,20 @@ def find_heavy_hadrons(ev: FlatEvents) -> HeavyHadrons:
     )
 
 
+def count_b_hadrons(
+    jet_event: np.ndarray, jet_eta: np.ndarray, jet_phi: np.ndarray, ev: FlatEvents, radius: float
+) -> np.ndarray:
+    """Per jet, the number of weakly decaying b hadrons within ``radius`` of its axis (int32).
+
+    Stored as ``jet_nbhadrons`` by event recipes; the ``event`` input kind's double-b-tag selection
+    emulates a per-jet tagging efficiency on jets that hold at least one.
+    """
+    hadrons = find_heavy_hadrons(ev)
+    j, h = ragged_pairs(jet_event, hadrons.event, ev.n_events)
+    inside = kin.delta_r(jet_eta[j], jet_phi[j], hadrons.eta[h], hadrons.phi[h]) < radius
+    return np.bincount(j[inside & (hadrons.flavour[h] == 5)], minlength=len(jet_event)).astype(np.int32)
+
+
 def flavour_ok(
     jet_event: np.ndarray,
     jet_eta: np.ndarray,
