@@ -42,12 +42,33 @@ _ISOTROPIC = 1e-9
 @dataclass
 class JetFrame:
     """Preprocessed jets: ``features`` (N, P, 4) float32 (eta', phi', pT, ln pT; 0 where padded),
-    ``mask`` (N, P) bool, ``theta`` (N,) float64 the rotation angle, ``flipped`` (N,) bool."""
+    ``mask`` (N, P) bool, ``theta`` (N,) float64 the rotation angle, ``flipped`` (N,) bool, and the
+    shift: ``centroid_eta``, ``centroid_dphi`` (N,) (the latter relative to the jet's phi)."""
 
     features: np.ndarray
     mask: np.ndarray
     theta: np.ndarray
     flipped: np.ndarray
+    centroid_eta: np.ndarray
+    centroid_dphi: np.ndarray
+
+    def transform(self, eta: ak.Array, dphi: ak.Array) -> tuple[ak.Array, ak.Array]:
+        """(eta', phi') of other directions in each jet's frame (``dphi`` relative to the jet's phi)."""
+        x, y = eta - self.centroid_eta, dphi - self.centroid_dphi
+        cos, sin = np.cos(self.theta), np.sin(self.theta)
+        return (x * cos - y * sin) * np.where(self.flipped, -1.0, 1.0), x * sin + y * cos
+
+
+def on_flat(fn, *jagged: ak.Array) -> ak.Array:
+    """``fn`` of numpy arrays applied to jagged arrays of one layout (through their flat contents)."""
+    counts = ak.num(jagged[0], axis=1)
+    return ak.unflatten(fn(*(ak.to_numpy(ak.flatten(a)) for a in jagged)), counts)
+
+
+def particle_kinematics(jets: ak.Array) -> tuple[ak.Array, ak.Array, ak.Array]:
+    """(eta, phi, pT) of canonical jets' constituents, jagged."""
+    p = (jets.part_px, jets.part_py, jets.part_pz)
+    return on_flat(kin.eta, *p), on_flat(kin.phi, *p[:2]), on_flat(kin.pt, *p[:2])
 
 
 def principal_angle(cov_ee: np.ndarray, cov_pp: np.ndarray, cov_ep: np.ndarray) -> np.ndarray:
@@ -69,6 +90,7 @@ def jet_frame(
     max_particles: int = MAX_PARTICLES,
 ) -> JetFrame:
     """Shift, rotate, flip and truncate jagged constituents (one list per jet, pT ordered) as above."""
+
     def jagged(a: ak.Array) -> ak.Array:  # per-jet numpy arrays broadcast against var-length lists only
         return ak.values_astype(ak.from_regular(ak.Array(a), axis=1), np.float64)
 
@@ -107,11 +129,67 @@ def jet_frame(
     pt = padded(w)
     log_pt = np.where(mask, np.log(np.where(mask & (pt > 0), pt, 1.0)), 0.0)
     features = np.stack([padded(xr), padded(yr), pt, log_pt], axis=-1).astype(np.float32)
-    return JetFrame(features=features, mask=mask, theta=theta, flipped=flipped)
+    return JetFrame(
+        features=features, mask=mask, theta=theta, flipped=flipped, centroid_eta=c_eta, centroid_dphi=c_phi
+    )
 
 
-def event_tokens(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndarray,
-                 theta: np.ndarray) -> np.ndarray:
+SUBJET_CHANNELS = ("eta", "phi", "pt", "log_pt", "mass")
+
+
+def kt_subjets(
+    part_px: ak.Array,
+    part_py: ak.Array,
+    part_pz: ak.Array,
+    part_energy: ak.Array,
+    jet_phi: np.ndarray,
+    frame: JetFrame,
+    kt_cut: float = 5.0,
+    max_subjets: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exclusive-kT subjets of each jet (FastJet, R = 1, merging stops once every pair and every
+    subjet is harder than ``kt_cut`` GeV: ``dcut = kt_cut^2``), the ``max_subjets`` hardest kept,
+    each as (eta', phi', pT, ln pT, m) in the jet's frame ``frame``; returns ``features``
+    (N, S, 5) float32 (0 where padded) and ``mask`` (N, S). A jet always has at least one subjet."""
+    from jettag.data.generate.clustering import _quiet_stdout
+    from jettag.physics.lund import _fastjet
+
+    fastjet = _fastjet()
+    record = ak.zip(
+        {
+            c: ak.values_astype(a, np.float64)
+            for c, a in zip(("px", "py", "pz", "E"), (part_px, part_py, part_pz, part_energy))
+        }
+    )
+    jet_def = fastjet.JetDefinition(fastjet.kt_algorithm, 1.0)
+    import warnings
+
+    with _quiet_stdout(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fastjet's note on dcut with other algorithms
+        sub = fastjet.ClusterSequence(record, jet_def).exclusive_jets(dcut=kt_cut**2)
+    pt = on_flat(kin.pt, sub.px, sub.py)
+    order = ak.argsort(pt, axis=1, ascending=False)
+    sub, pt = sub[order][:, :max_subjets], pt[order][:, :max_subjets]
+    eta = on_flat(kin.eta, sub.px, sub.py, sub.pz)
+    dphi = kin.delta_phi(on_flat(kin.phi, sub.px, sub.py), np.asarray(jet_phi, dtype=np.float64))
+    x, y = frame.transform(eta, dphi)
+    m = on_flat(kin.mass, sub.px, sub.py, sub.pz, sub.E)
+
+    def padded(a: ak.Array) -> np.ndarray:
+        return ak.to_numpy(ak.fill_none(ak.pad_none(a, max_subjets, axis=1, clip=True), 0.0)).astype(
+            np.float64
+        )
+
+    count = np.minimum(ak.to_numpy(ak.num(pt, axis=1)), max_subjets)
+    mask = np.arange(max_subjets)[None, :] < count[:, None]
+    ptp = padded(pt)
+    log_pt = np.where(mask, np.log(np.where(mask & (ptp > 0), ptp, 1.0)), 0.0)
+    return np.stack([padded(x), padded(y), ptp, log_pt, padded(m)], axis=-1).astype(np.float32), mask
+
+
+def event_tokens(
+    pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndarray, theta: np.ndarray
+) -> np.ndarray:
     """Tokens (E, 3, 6) of two-jet events from per-jet arrays (E, 2) (leading jet first): jet 1,
     jet 2 and the four-vector sum, each (m, eta, phi, pT, E, theta), theta = 0 for the sum."""
     pt, eta, phi, mass, theta = (np.asarray(a, dtype=np.float64) for a in (pt, eta, phi, mass, theta))
@@ -120,6 +198,15 @@ def event_tokens(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndar
     px, py, pz, e = kin.from_pt_eta_phi_m(pt, eta, phi, mass)
     sx, sy, sz, se = (a.sum(axis=1) for a in (px, py, pz, e))
     jets = np.stack([mass, eta, phi, pt, e, theta], axis=-1)  # (E, 2, 6)
-    total = np.stack([kin.mass(sx, sy, sz, se), kin.eta(sx, sy, sz), kin.phi(sx, sy), kin.pt(sx, sy), se,
-                      np.zeros_like(se)], axis=-1)
+    total = np.stack(
+        [
+            kin.mass(sx, sy, sz, se),
+            kin.eta(sx, sy, sz),
+            kin.phi(sx, sy),
+            kin.pt(sx, sy),
+            se,
+            np.zeros_like(se),
+        ],
+        axis=-1,
+    )
     return np.concatenate([jets, total[:, None, :]], axis=1)

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "max_jets": None,  # use a random subset of N jets of ``path`` (quick runs), before the split
         "generate_workers": 2,
         "detector": "none",
+        "event_btag": None,  # event kinds: double-b-tag per-jet efficiency from generator truth (e.g. 0.8)
         # stream row groups through a shuffle buffer instead of holding the data in memory: true |
         # false | "auto" (stream when ``path`` has more than ``stream_above`` jets). Streaming splits
         # ``path`` per jet by a hash of (split_seed, file name, row): see jettag.data.dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jettag.data.kinds.base import InputKind, KindDataset, TensorBatch
+from jettag.data.kinds.event import EventKind, EventSubjetsKind
 from jettag.data.kinds.lund import LundKind
 from jettag.data.kinds.particles import ParticleBatch, ParticlesKind
 
@@ -30,6 +31,8 @@ def list_kinds() -> list[str]:
 
 register_kind(ParticlesKind())
 register_kind(LundKind())
+register_kind(EventKind())
+register_kind(EventSubjetsKind())
 
 __all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "get_kind",
            "list_kinds", "register_kind"]
