@@ -108,6 +108,9 @@ class Study:
     plan: Callable[[str, Sequence[int]], list[RunSpec]]
     columns: tuple[str, ...] = ("params", "epochs", "jets_per_s")
     verdict: Callable[[dict[str, list[dict[str, float]]]], str] | None = None
+    #: optional: adds study-specific metrics to each reported run's ``metrics`` (from its ``labels``,
+    #: ``probs`` and ``record["run_dir"]``) before the table and the verdict are made
+    annotate: Callable[[list[dict[str, Any]]], None] | None = None
 
 
 def select(runs: Sequence[RunSpec], only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -353,6 +356,8 @@ def run_study(
             raise StudyError(f"reported runs have different classes: {results[0]['name']} {classes}, "
                              f"{res['name']} {res['classes']}; mark one kind report=False")
     report = out / "report"
+    if study.annotate is not None:
+        study.annotate(results)
     rows: dict[str, list[dict[str, float]]] = {}
     for res in results:
         rows.setdefault(res["model"], []).append(res["metrics"])
