@@ -25,7 +25,7 @@ def _data(model, n: int = 6, length: int = 12, seed: int = 0) -> EventTensors:
 
 def test_attention_maps_per_class() -> None:
     torch.manual_seed(0)
-    model = create_model("xattn_event", 2, use_theta=True)
+    model = create_model("xattn_event", 2, use_theta=True, dim=20)  # narrow: faster, same properties
     data = _data(model)
     maps = attention_maps(model, data, ["bkg", "sig"], batch_size=4)
     assert set(maps) == {"bkg", "sig"}
@@ -51,7 +51,7 @@ def test_attention_maps_per_class() -> None:
 @pytest.mark.parametrize("name", ["xattn_event", "mixer_event"])
 def test_grad_cam(name: str) -> None:
     torch.manual_seed(1)
-    model = create_model(name, 2, use_theta=False)
+    model = create_model(name, 2, use_theta=False, dim=20 if name == "xattn_event" else 16)
     data = _data(model, length=10)
     cam = grad_cam(model, data.batch(np.arange(6)), target=1)
     assert cam["kin"].shape == (6, 3) and cam["sub"].shape == (6, 2, 10) and cam["inputs"].shape == (6, 3, 6)
