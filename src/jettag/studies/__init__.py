@@ -10,7 +10,8 @@ import importlib
 
 from jettag.studies.base import Data, RunSpec, Scale, Study, StudyError, run_study
 
-STUDIES = {"top": "jettag.studies.top", "transfer": "jettag.studies.transfer"}
+STUDIES = {"top": "jettag.studies.top", "transfer": "jettag.studies.transfer",
+           "finetune": "jettag.studies.finetune", "scaling": "jettag.studies.scaling"}
 
 __all__ = ["STUDIES", "Data", "RunSpec", "Scale", "Study", "StudyError", "get_study", "list_studies",
            "run_study"]
