@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jettag.studies import get_study
 from jettag.studies import finetune as FT
+from jettag.studies import get_study
 from jettag.studies import scaling as SC
 from jettag.studies.base import select, train_overrides
 from jettag.train.config import resolve
@@ -21,8 +22,8 @@ def test_finetune_plan_follows_seed000() -> None:
     runs = select(FT.plan("gpu", [0, 1, 2]))
     by_name = {r.name: r for r in runs}
     pre = [r for r in runs if not r.report]
-    assert {(r.name, r.data) for r in pre} == {(f"pretrain-{m}-{f}", "jetclass") for m in ("mipart_l", "part")
-                                                for f in ("kin", "kinpid")}
+    assert {(r.name, r.data) for r in pre} == {
+        (f"pretrain-{m}-{f}", "jetclass") for m in ("mipart_l", "part") for f in ("kin", "kinpid")}
     study = get_study("finetune")
     for r in runs:
         if r.seed != 0:  # the other seeds differ only by train.seed
@@ -77,9 +78,10 @@ def test_finetune_gain_and_verdict() -> None:
     assert "MIParT-L f.t. vs MIParT +30% ± 9%: **holds**" in text  # 30 > 2 x 9.5
     assert "ParT f.t. vs ParT -10% ± 6%: **not shown**" in text  # |-10| < 2 x 6.3
     assert "quark/gluon** (100" in text and "(no fine-tuned run with its from-scratch reference)" in text
-    clear = FT.verdict({"ParT f.t. (top)": _runs([200.0, 201.0, 202.0]), "ParT (top)": _runs([99.0, 100.0, 101.0])})
+    ref = {"ParT (top)": _runs([99.0, 100.0, 101.0])}
+    clear = FT.verdict({"ParT f.t. (top)": _runs([200.0, 201.0, 202.0]), **ref})
     assert "ParT f.t. vs ParT +101% ± 1%: **holds**" in clear  # 2.01 x sqrt((0.577/201)^2 + (0.577/100)^2)
-    worse = FT.verdict({"ParT f.t. (top)": _runs([50.0, 51.0, 52.0]), "ParT (top)": _runs([99.0, 100.0, 101.0])})
+    worse = FT.verdict({"ParT f.t. (top)": _runs([50.0, 51.0, 52.0]), **ref})
     assert "**does not hold**" in worse
 
 
@@ -88,12 +90,13 @@ def test_scaling_plan_sizes_and_test_sample() -> None:
     for scale in ("quick", "cpu", "gpu", "full"):
         runs = SC.plan(scale, [0, 1, 2])
         sizes = sorted({SC.parse_group(r.group)[1] for r in runs})
-        assert len(sizes) >= 3 and all(b / a >= 4.9 for a, b in zip(sizes, sizes[1:]))
+        assert len(sizes) >= 3 and all(b / a >= 4.9 for a, b in itertools.pairwise(sizes))
         assert len({o for r in runs for o in r.overrides if o.startswith("data.test=")}) == 1
         assert {SC.parse_group(r.group)[0] for r in runs} == {"ParticleNet", "ParT", "MIParT-L"}
     study = get_study("scaling")
-    big = [r for r in SC.plan("full", [0]) if r.data == "jetclass_3"][0]
-    cfg = resolve(big.recipe, train_overrides(study, big, "full", study.data["jetclass_3"].spec("full"), Path(".")))
+    big = next(r for r in SC.plan("full", [0]) if r.data == "jetclass_3")
+    spec = study.data["jetclass_3"].spec("full")
+    cfg = resolve(big.recipe, train_overrides(study, big, "full", spec, Path(".")))
     assert cfg["data"]["path"] == "generate:jetclass:125000000" and cfg["data"]["feature_set"] == "full"
     assert cfg["data"]["streaming"] == "auto" and cfg["data"]["stream_above"] < 125_000_000  # streams
 
@@ -143,3 +146,47 @@ def test_scaling_figure(tmp_path: Path) -> None:
     rows = _scaling_rows({"ParT": [[0.5, 0.52], [0.6, 0.61], [0.65, 0.66]]}, [100, 500, 2500])
     path = SC.figures(rows, tmp_path)["scaling"]
     assert path.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ base: one report per target dataset
+def test_report_per_data_splits_targets_of_different_classes(tmp_path: Path) -> None:
+    from jetfactory import random_jets
+
+    from jettag.data.store import write_store
+    from jettag.studies import StudyError, run_study
+    from jettag.studies.base import Data, RunSpec, Scale, Study
+
+    a = write_store(tmp_path / "a.parquet", random_jets(120, seed=1, max_len=12), ["QCD", "Top"], "random")
+    b = write_store(tmp_path / "b.parquet", random_jets(120, seed=2, max_len=12), ["gluon", "quark"],
+                    "random")
+    seen: list[list[str]] = []
+
+    def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
+        seen.append(sorted(rows))
+        return f"VERDICT {sorted(rows)}"
+
+    def figures(rows: dict[str, list[dict[str, float]]], out: Path) -> dict[str, Path]:
+        (out / "extra.txt").write_text(",".join(rows))
+        return {"extra": out / "extra.txt"}
+
+    study = Study(name="t", title="two targets", data={"a": Data(path=str(a)), "b": Data(path=str(b))},
+                  scales={"quick": Scale(epochs=0.0, overrides=("train.epochs=1", "data.max_len=12",
+                                                               "train.batch_size=32"))},
+                  plan=lambda scale, seeds: [RunSpec("ra", "demo_pfn", "a", "pfn (a)"),
+                                             RunSpec("rb", "demo_pfn", "b", "pfn (b)")],
+                  verdict=verdict, figures=figures, report_per_data=True)
+    done = run_study(study, tmp_path / "out", scale="quick", progress=False, log=lambda s: None)
+    report = done["report"]
+    assert seen == [["pfn (a)"], ["pfn (b)"]]  # one verdict per target, on its own rows
+    for name, classes in (("a", "QCD, Top"), ("b", "gluon, quark")):
+        text = (report / name / "results.md").read_text()
+        assert f"classes: {classes}" in text and f"VERDICT ['pfn ({name})']" in text
+        assert (report / name / "extra.txt").read_text() == f"pfn ({name})"
+        assert done["files"][f"{name}/roc"] == report / name / "roc.png"
+    joined = done["files"]["md"].read_text()
+    assert joined.startswith("# ") and "## a (`a/`)" in joined and "## b (`b/`)" in joined
+    assert "VERDICT ['pfn (a)']" in joined and "VERDICT ['pfn (b)']" in joined
+    # without report_per_data the two class sets cannot share one table (finished runs are reused)
+    mixed = Study(**{**study.__dict__, "report_per_data": False})
+    with pytest.raises(StudyError, match=r"reported runs have different classes: ra \['QCD', 'Top'\], rb"):
+        run_study(mixed, tmp_path / "out", scale="quick", progress=False, log=lambda s: None)

@@ -115,7 +115,8 @@ def replaceable_head(model: nn.Module, source: str) -> str:
         head = find_head(model)
         module = model.get_submodule(head)
     except (ValueError, AttributeError) as err:
-        raise CheckpointError(f"{source}: model {name} has no replaceable head to fine-tune ({err})") from None
+        raise CheckpointError(f"{source}: model {name} has no replaceable head to fine-tune ({err})"
+                              ) from None
     if not isinstance(module, nn.Linear):
         raise CheckpointError(f"{source}: model {name} has no replaceable head to fine-tune: its classifier "
                               f"{head!r} is a {type(module).__name__}, not an nn.Linear")
