@@ -40,8 +40,9 @@ FT_EPOCHS, FT_LR, FT_LR_HEAD = 20, 1.6e-4, 8e-3
 SCRATCH_EPOCHS = {"mipart_l": 15, "mipart": 15, "part": 20}
 #: pre-training: MIParT-L 50 epochs lr 8e-4 batch 384 (seed 000); ParT 50 epochs at its recipe's lr/batch
 PRETRAIN = {"mipart_l": ("train.lr=0.0008", "train.batch_size=384"), "part": ("train.batch_size=512",)}
-PRETRAIN_EPOCHS = 50
-#: per scale, the factor on every epoch count (at least 1 epoch)
+#: pre-training epochs per scale (seed 000: 50)
+PRETRAIN_EPOCHS = {"quick": 1, "cpu": 5, "gpu": 50, "full": 50}
+#: per scale, the factor on the fine-tuning and from-scratch epochs (at least 1 epoch)
 EPOCH_FACTOR = {"quick": 0.0, "cpu": 0.2, "gpu": 1.0, "full": 1.0}
 
 #: seed 000's published figures (TopLandscape, EnergyFlow q/g; JetClass 100M pre-training), Rej30
@@ -89,7 +90,7 @@ def plan(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
             runs.append(RunSpec(
                 name=f"pretrain-{model}-{feat}", recipe=f"top_{model}", data="jetclass",
                 group=f"pretrain {model} {feat}", seed=0, report=False,
-                overrides=(f"data.feature_set={feat}", f"train.epochs={epochs(PRETRAIN_EPOCHS, scale)}",
+                overrides=(f"data.feature_set={feat}", f"train.epochs={PRETRAIN_EPOCHS[scale]}",
                            *(PRETRAIN[model] if scale in ("gpu", "full") else ()))))
     for target, feat in FEATURES.items():
         for s in seeds:
@@ -189,14 +190,14 @@ STUDY = Study(
     name="finetune",
     title="seed 000: MIParT-L and ParT pre-trained on jetclass, fine-tuned to top and quark/gluon",
     data={
-        "jetclass": Data(recipe="jetclass", jets={"quick": 400, "cpu": 20_000, "gpu": 2_000_000,
+        "jetclass": Data(recipe="jetclass", jets={"quick": 400, "cpu": 10_000, "gpu": 2_000_000,
                                                   "full": 10_000_000}),
-        "top": Data(recipe="top", jets={"quick": 200, "cpu": 10_000, "gpu": 200_000, "full": 2_000_000}),
-        "qg": Data(recipe="qg", jets={"quick": 200, "cpu": 10_000, "gpu": 200_000, "full": 2_000_000}),
+        "top": Data(recipe="top", jets={"quick": 200, "cpu": 5000, "gpu": 200_000, "full": 2_000_000}),
+        "qg": Data(recipe="qg", jets={"quick": 200, "cpu": 5000, "gpu": 200_000, "full": 2_000_000}),
     },
     scales={
         "quick": Scale(epochs=0.0, overrides=("data.max_len=16", "train.batch_size=32")),
-        "cpu": Scale(epochs=0.0, overrides=("data.max_len=48", "train.batch_size=128"), seeds=3),
+        "cpu": Scale(epochs=0.0, overrides=("data.max_len=32", "train.batch_size=128"), seeds=3),
         "gpu": Scale(epochs=0.0, overrides=_BIG, seeds=3),
         "full": Scale(epochs=0.0, overrides=_BIG, seeds=3),
     },
