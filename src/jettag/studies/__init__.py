@@ -10,7 +10,8 @@ import importlib
 
 from jettag.studies.base import Data, RunSpec, Scale, Study, StudyError, run_study
 
-STUDIES = {"hh4b": "jettag.studies.hh4b", "top": "jettag.studies.top", "transfer": "jettag.studies.transfer"}
+STUDIES = {"finetune": "jettag.studies.finetune", "hh4b": "jettag.studies.hh4b", "scaling": "jettag.studies.scaling",
+           "top": "jettag.studies.top", "transfer": "jettag.studies.transfer"}
 
 __all__ = ["STUDIES", "Data", "RunSpec", "Scale", "Study", "StudyError", "get_study", "list_studies",
            "run_study"]

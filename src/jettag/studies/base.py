@@ -111,6 +111,11 @@ class Study:
     #: optional: adds study-specific metrics to each reported run's ``metrics`` (from its ``labels``,
     #: ``probs`` and ``record["run_dir"]``) before the table and the verdict are made
     annotate: Callable[[list[dict[str, Any]]], None] | None = None
+    #: one report per dataset of the reported runs (``report/<data>/``, its own verdict), for studies
+    #: whose targets have different classes (e.g. top and quark/gluon); ``report/results.md`` joins them
+    report_per_data: bool = False
+    #: extra figures from the rows: ``figures(rows, report_dir) -> {name: path}``
+    figures: Callable[[dict[str, list[dict[str, float]]], Path], dict[str, Path]] | None = None
 
 
 def select(runs: Sequence[RunSpec], only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -345,28 +350,47 @@ def run_study(
         res = run_one(r, overrides[r.name], runs_dir / r.name, progress, log, tag, retrain_changed)
         timings[f"train_{r.name}_s"] = time.perf_counter() - t0
         if r.report and (only is None or r.group in only):
-            results.append(res)
+            results.append({**res, "data": r.data})
     if not results:
         raise StudyError(f"study {study.name!r}: no reported runs selected")
 
-    # ---- report
-    classes = results[0]["classes"]
+    # ---- report (one per dataset with report_per_data)
+    parts: dict[str, list[dict[str, Any]]] = {}
     for res in results:
-        if res["classes"] != classes:
-            raise StudyError(f"reported runs have different classes: {results[0]['name']} {classes}, "
-                             f"{res['name']} {res['classes']}; mark one kind report=False")
+        parts.setdefault(res["data"] if study.report_per_data else "", []).append(res)
+    for part in parts.values():
+        classes = part[0]["classes"]
+        for res in part:
+            if res["classes"] != classes:
+                raise StudyError(f"reported runs have different classes: {part[0]['name']} {classes}, "
+                                 f"{res['name']} {res['classes']}; mark one kind report=False")
     report = out / "report"
     if study.annotate is not None:
         study.annotate(results)
-    rows: dict[str, list[dict[str, float]]] = {}
-    for res in results:
-        rows.setdefault(res["model"], []).append(res["metrics"])
-    notes = study.verdict(rows) if study.verdict is not None else ""
     data_text = ", ".join(f"{k} = {v}" for k, v in specs.items())
     title = title or f"jettag study {study.name} ({scale} scale): {study.title}; {data_text}"
     meta = {"study": study.name, "scale": scale, "seeds": seeds, "data": specs, "invocation": invocation}
-    files = write_report(report, results, classes, extra_columns=study.columns,
-                         title=title, meta=meta, notes=notes)
+    files: dict[str, Path] = {}
+    texts = []
+    for name, part in parts.items():
+        rows: dict[str, list[dict[str, float]]] = {}
+        for res in part:
+            rows.setdefault(res["model"], []).append(res["metrics"])
+        notes = study.verdict(rows) if study.verdict is not None else ""
+        where = report / name if name else report
+        part_files = write_report(where, part, part[0]["classes"], extra_columns=study.columns,
+                                  title=f"{title}: {name}" if name else title, meta=meta, notes=notes)
+        if study.figures is not None:
+            part_files.update(study.figures(rows, where))
+        files.update({f"{name}/{k}" if name else k: v for k, v in part_files.items()})
+        texts.append((name, part_files["md"].read_text()))
+    if study.report_per_data:  # results.md joins the parts' tables and verdicts
+        report.mkdir(parents=True, exist_ok=True)
+        body = [f"# {title}", ""]
+        for name, text in texts:
+            body += [f"## {name} (`{name}/`)", "", text.split("\n", 2)[2].strip(), ""]
+        files["md"] = report / "results.md"
+        files["md"].write_text("\n".join(body))
     head = f"# {invocation}" if invocation else f"# jettag study {study.name}: its runs in order"
     commands = [head, *(train_command(r.recipe, overrides[r.name], runs_dir / r.name) for r in plan)]
     files["commands"] = report / "commands.sh"

@@ -113,12 +113,15 @@ def _init_source(cfg: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
     """Fine-tuning: (checkpoint dir, which, meta) of ``train.init_from``'s best (else last) weights,
     checked before any data is read."""
     src_dir = Path(cfg["train"]["init_from"])
+    from jettag.train.transfer import check_init_source
+
     src_cfg = read_config(src_dir)
     if src_cfg["model"]["name"] != cfg["model"]["name"]:
         raise ckpt.CheckpointError(
             f"{src_dir}: init_from run has model {src_cfg['model']['name']!r}, "
             f"this run {cfg['model']['name']!r}"
         )
+    check_init_source(cfg, src_dir, src_cfg)  # same features, a replaceable head
     ck_dir = src_dir / "checkpoints"
     which = "best" if (ck_dir / "best.json").is_file() else "last"
     return ck_dir, which, ckpt.read_meta(ck_dir, which)

@@ -23,12 +23,21 @@ The dense head per model (``TRANSFER_HEADS``, by class name; a model may name it
 | PFN | ``f`` (the F network on the summed latent), ``fc`` (output) |
 
 Any other model: its classification head alone (``find_head``).
+
+Before any data is read, ``check_init_source`` refuses a source run that cannot start this run:
+one trained on another feature set (its input layer reads other features, e.g. ``kin`` pre-training
+for a ``kinpid`` target) or a model without a replaceable head (no ``nn.Linear`` classifier to
+re-initialise for the new classes).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from torch import nn
 
+from jettag.train.checkpoint import CheckpointError
 from jettag.train.optim import find_head
 
 #: per model class, the modules retrained by the frozen method (those the model has)
@@ -96,3 +105,35 @@ def transfer_overrides(method: str, lr: float, factor: float = FINETUNE_LR_FACTO
     if method == "frozen":
         return ("train.freeze_backbone=true",)
     raise ValueError(f"unknown transfer method {method!r}; known: {', '.join(METHODS)}")
+
+
+def replaceable_head(model: nn.Module, source: str) -> str:
+    """The module name of ``model``'s classification head, which fine-tuning re-initialises; a
+    ``CheckpointError`` naming ``source`` when the model has none (no ``nn.Linear`` classifier)."""
+    name = type(model).__name__
+    try:
+        head = find_head(model)
+        module = model.get_submodule(head)
+    except (ValueError, AttributeError) as err:
+        raise CheckpointError(f"{source}: model {name} has no replaceable head to fine-tune ({err})"
+                              ) from None
+    if not isinstance(module, nn.Linear):
+        raise CheckpointError(f"{source}: model {name} has no replaceable head to fine-tune: its classifier "
+                              f"{head!r} is a {type(module).__name__}, not an nn.Linear")
+    return head
+
+
+def check_init_source(cfg: dict[str, Any], src_dir: Path, src_cfg: dict[str, Any]) -> None:
+    """Refuse (``CheckpointError``, before any data is read) a source run trained on other features
+    than this run's ``data.feature_set``, or a model without a replaceable head."""
+    from jettag.train.checkpoint import build_model_from_config
+
+    src_feat = (src_cfg.get("data") or {}).get("feature_set")
+    feat = cfg.get("data", {}).get("feature_set")
+    if src_feat is not None and feat is not None and src_feat != feat:
+        raise CheckpointError(
+            f"{src_dir / 'config.yaml'}: data.feature_set is {src_feat!r}, this run's is {feat!r}: the "
+            f"pre-trained input layer reads other features (pre-train with data.feature_set={feat} or "
+            f"fine-tune with data.feature_set={src_feat})")
+    if "data" in cfg:  # the target model as it will be built (2 classes: the head is replaced anyway)
+        replaceable_head(build_model_from_config(cfg, num_classes=2), f"{src_dir}: init_from")
