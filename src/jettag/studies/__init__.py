@@ -10,8 +10,7 @@ import importlib
 
 from jettag.studies.base import Data, RunSpec, Scale, Study, StudyError, run_study
 
-STUDIES = {"finetune": "jettag.studies.finetune", "hh4b": "jettag.studies.hh4b", "scaling": "jettag.studies.scaling",
-           "top": "jettag.studies.top", "transfer": "jettag.studies.transfer"}
+STUDIES = {name: f"jettag.studies.{name}" for name in ("finetune", "hh4b", "scaling", "top", "transfer")}
 
 __all__ = ["STUDIES", "Data", "RunSpec", "Scale", "Study", "StudyError", "get_study", "list_studies",
            "run_study"]
