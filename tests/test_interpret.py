@@ -332,16 +332,19 @@ def test_truth_b_subjet_of_constructed_jet() -> None:
     labels, moms = S.exclusive_subjets([_massless(eta, phi, pt)], 3)
     np.testing.assert_array_equal(labels[0], np.repeat([0, 1, 2], 3))
 
-    def truth(b: int, w1: int, w2: int, far: bool = False) -> tuple[int, np.ndarray] | None:
+    def truth(b: int, w1: int, w2: int, far: bool = False, pid: tuple[int, ...] = (5, 2, -1)
+              ) -> tuple[int, np.ndarray] | None:
         pos = centres[[b, w1, w2]] + 0.05  # partons 0.07 from their prong's axis
         if far:
             pos[0] = [1.5, 1.5]
-        return S.truth_subjets(moms[0], np.array([5, 2, -1]), np.array([6, 24, 24]), pos[:, 0], pos[:, 1])
+        return S.truth_subjets(moms[0], np.array(pid), np.array([6, 24, 24]), pos[:, 0], pos[:, 1])
 
     b, w = truth(2, 0, 1)
     assert b == 2 and w.tolist() == [0, 1]
     b, w = truth(0, 2, 1)
     assert b == 0 and w.tolist() == [1, 2]
+    b, w = truth(1, 0, 2, pid=(-5, 4, 5))  # W -> c b-bar: the top's b is the one whose mother is the top
+    assert b == 1 and w.tolist() == [0, 2]
     assert truth(2, 0, 0) is None  # both W quarks in one subjet: unresolved
     assert truth(2, 0, 1, far=True) is None  # b outside every subjet's radius
     # the kinematic candidate: here the pair closest to m_W decides, not the truth
