@@ -4,6 +4,7 @@ eta-phi drawing and the command's error paths. Tiny models and jets."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import awkward as ak
@@ -29,6 +30,16 @@ TINY_PART = ["model.overrides.embed_dims=[16,16]", "model.overrides.pair_embed_d
              "model.overrides.num_heads=2", "model.overrides.num_layers=2",
              "model.overrides.num_cls_layers=1"]
 NAMES = ("points", "features", "vectors", "mask")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tensors of a few jets: a second intra-op thread costs more than it gives (on a loaded 2-core
+    machine each op waits for it, measured 50x slower), so these tests use one; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _tiny(name: str, seed: int = 0) -> torch.nn.Module:
