@@ -416,3 +416,23 @@ def test_interpret_top_run_uses_truth_b_subjet(generated_top: dict[str, Path], t
     assert stats["subjets"]["QCD"]["subjets"] == 2 and "b_subjet" not in stats["subjets"]["QCD"]
     assert "subjets_bw_particle_Top.png" in stats["figures"]
     assert "from truth" in (out / "report.md").read_text()
+
+
+def test_matched_resonance_nearest_and_its_partons() -> None:
+    from jettag.data.generate import truth
+    from jettag.data.generate.recipes import Match
+
+    # one event with two hadronic tops whose partons all lie within R of jet 0 (the second top nearer
+    # its axis) and a jet 1 far from both; products listed by top
+    res = truth.Resonances(
+        event=np.array([0, 0]), abs_pid=np.array([6, 6]), eta=np.array([0.3, 0.1]), phi=np.zeros(2),
+        n_quarks=np.array([3, 3]), n_gluons=np.zeros(2, int), n_leptons=np.zeros(2, int),
+        product_owner=np.array([0, 1, 0, 1, 0, 1]), product_event=np.zeros(6, int),
+        product_eta=np.array([0.3, 0.1, 0.2, 0.0, 0.4, 0.2]), product_phi=np.zeros(6),
+        product_pid=np.array([5, -5, 2, 1, -1, -2]), product_pt=np.arange(6.0),
+        product_mother=np.array([6, 6, 24, 24, 24, 24]))
+    jets = truth.matched_resonance(np.array([0, 0]), np.array([0.0, 3.0]), np.zeros(2), res,
+                                   Match((6,), quarks=3), 0.8, 1)
+    assert jets.tolist() == [1, -1]
+    counts, idx = truth.jet_decay_products(res, jets)
+    assert counts.tolist() == [3, 0] and idx.tolist() == [1, 3, 5]  # the second top's b, then its W quarks

@@ -203,8 +203,9 @@ def matched_resonance(
     far = kin.delta_r(jet_eta[jp], jet_phi[jp], res.product_eta[pp], res.product_phi[pp]) >= radius
     bad_keys = np.unique(jp[far].astype(np.int64) * n_res + res.product_owner[pp][far])
     good = np.flatnonzero(near & kind_ok[r] & ~np.isin(j.astype(np.int64) * n_res + r, bad_keys))
-    good = good[np.argsort(-dr[good], kind="stable")]  # nearest written last, so it wins
-    matched[j[good]] = r[good]
+    good = good[np.lexsort((dr[good], j[good]))]  # by jet, then distance: a jet's first row is its nearest
+    first = good[np.r_[True, j[good][1:] != j[good][:-1]]] if len(good) else good
+    matched[j[first]] = r[first]
     return matched
 
 
