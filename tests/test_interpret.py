@@ -222,6 +222,9 @@ def test_interpret_part_statistics_match_arrays(runs: dict[str, Path], tmp_path:
                         assert s[f"frac_max_gt_{t}"][lay][h] == pytest.approx(
                             np.count_nonzero(m > t) / len(m), abs=1e-12)
                     on_self = arr[f"{prefix}particle_argmax"][lay, h, sel] == arr[f"{prefix}query_index"][sel]
+                    for t in (0.5, 0.9):
+                        assert s[f"frac_max_gt_{t}_on_other"][lay][h] == pytest.approx(
+                            np.count_nonzero((m > t) & ~on_self) / len(m), abs=1e-12)
                     assert s["frac_max_on_self"][lay][h] == pytest.approx(np.count_nonzero(on_self) / len(m),
                                                                           abs=1e-12)
                     # means of float32 arrays: float32 vs float64 accumulation

@@ -524,13 +524,14 @@ def report_markdown(stats: dict[str, Any]) -> str:
         lines += [f"No attention maps: {stats['no_attention_reason']}.", ""]
     else:
         lines += ["## Binary attention (largest weight per query, all blocks and heads pooled)", "",
-                  "| group | model | mean max | frac > 0.5 | frac > 0.9 | max on self | mean entropy "
-                  "| uniform entropy |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| group | model | mean max | frac > 0.5 | frac > 0.9 | > 0.5 on another "
+                  "| > 0.9 on another | max on self | mean entropy | uniform entropy |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, groups in stats["attention"].items():
             for g, entry in groups.items():
                 a = entry["all"]
-                keys = ("mean_max", "frac_max_gt_0.5", "frac_max_gt_0.9", "frac_max_on_self", "mean_entropy")
+                keys = ("mean_max", "frac_max_gt_0.5", "frac_max_gt_0.9", "frac_max_gt_0.5_on_other",
+                        "frac_max_gt_0.9_on_other", "frac_max_on_self", "mean_entropy")
                 cells = [np.mean(a[k]) for k in keys]
                 lines.append(f"| {g} | {name} | " + " | ".join(_fmt(x) for x in cells)
                              + f" | {_fmt(a['uniform_entropy'])} |")
