@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", type=_ints, help="heads to draw (default the first 8)")
     p.add_argument("--subjets", type=int,
                    help="exclusive kT subjets for every class (default 3 for top, else 2)")
-    p.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps (midpoint rule)")
+    p.add_argument("--ig-steps", type=int, default=32,
+                   help="integrated gradients: quadrature nodes to start with (doubled until complete)")
+    p.add_argument("--ig-max-steps", type=int, default=256, help="integrated gradients: most nodes")
+    p.add_argument("--ig-tolerance", type=float, default=0.02,
+                   help="integrated gradients: completeness error allowed / max(|logit - baseline|, 1)")
+    p.add_argument("--ig-rule", default="gauss", choices=["gauss", "midpoint"],
+                   help="integrated gradients: quadrature (Gauss-Legendre or midpoint)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint")
     p.set_defaults(func=run, drop_invalid_advice="set data: {drop_invalid: true} in the run's config.yaml")
@@ -48,10 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jets < 1 or args.draw < 0 or args.ig_steps < 1 or not 0.0 <= args.threshold < 1.0:
         raise UsageError("--jets and --ig-steps must be >= 1, --draw >= 0, --threshold in [0, 1)")
+    if args.ig_tolerance <= 0 or args.ig_max_steps < args.ig_steps:
+        raise UsageError("--ig-tolerance must be > 0 and --ig-max-steps >= --ig-steps")
     stats = interpret_run(args.run, args.out, args.data, args.jets, args.classes, args.threshold, args.draw,
                           args.blocks, args.heads, args.subjets, args.ig_steps, args.batch_size,
-                          which=args.which)
+                          which=args.which, ig_tolerance=args.ig_tolerance, ig_max_steps=args.ig_max_steps,
+                          ig_rule=args.ig_rule)
     if stats.get("no_attention_reason"):
         print(f"no attention maps: {stats['no_attention_reason']}")
+    if stats["saliency"].get("completeness_warning"):
+        print(f"warning: {stats['saliency']['completeness_warning']}")
     print(f"interpret: {len(stats['figures'])} figures, stats.json and report.md in {args.out}")
     return 0

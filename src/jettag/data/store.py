@@ -12,6 +12,13 @@ recognise it:
   ``label`` (index into the ordered class names);
 - file metadata key ``jettag``: JSON with at least ``classes`` and ``source``.
 
+Generated jets (``jettag generate``, generator version 4 on) also carry the generator truth of the
+resonance a signal jet was matched to, as jagged per-jet lists of its visible decay partons
+(``TRUTH_FIELDS``): int32 ``truth_pid`` (signed PDG id), ``truth_mother`` (|PDG id| of the parton's
+mother: 6 for the b of a top, 24 for a W daughter, 23/25 for Z/H daughters), float32 ``truth_pt,
+truth_eta, truth_phi``; empty lists for jets of classes without a resonance (QCD). Optional: no
+reader requires them.
+
 Event samples (``jettag generate hh4b``) store each event as consecutive rows, one per jet, leading
 first, with int32 ``event_index, event_jet_index`` and float32 ``event_pt, event_eta, event_phi,
 event_energy, event_mass`` (the system of the event's jets), ``event_truth_mass`` and the optional
@@ -54,6 +61,13 @@ OPTIONAL_PARTICLE_FIELDS: dict[str, type] = {
     "part_d0err": np.float32,
     "part_dzval": np.float32,
     "part_dzerr": np.float32,
+}
+TRUTH_FIELDS: dict[str, type] = {
+    "truth_pid": np.int32,
+    "truth_mother": np.int32,
+    "truth_pt": np.float32,
+    "truth_eta": np.float32,
+    "truth_phi": np.float32,
 }
 JET_FIELDS: dict[str, type] = {
     "jet_pt": np.float32,
@@ -106,12 +120,14 @@ def make_jets(
     extra_particle: dict[str, ak.Array] | None = None,
     extra_jet: dict[str, np.ndarray] | None = None,
     jet_p4: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    extra_jagged: dict[str, ak.Array] | None = None,
 ) -> ak.Array:
     """Assemble canonical jets from jagged constituent arrays (one list per jet).
 
     Constituents are re-sorted by decreasing pT; the jet 4-vector is the sum of the constituents
     unless ``jet_p4`` = (px, py, pz, E) per jet is given (e.g. a file's stored jet). PDG id and
-    charge default to 0 (unknown) when the source does not have them.
+    charge default to 0 (unknown) when the source does not have them. ``extra_jagged`` holds per-jet
+    lists not tied to the particles (the ``truth_*`` fields), stored as given.
     """
     px, py, pz, energy = (ak.values_astype(ak.Array(a), np.float32) for a in (px, py, pz, energy))
     order = ak.argsort(kin.pt(px, py), axis=1, ascending=False, stable=True)
@@ -150,6 +166,8 @@ def make_jets(
     out = {k: ak.Array(np.asarray(v).astype(JET_FIELDS[k])) for k, v in jets.items()}
     for name, values in (extra_jet or {}).items():
         out[name] = ak.Array(np.asarray(values))
+    for name, values in (extra_jagged or {}).items():
+        out[name] = ak.values_astype(ak.Array(values), TRUTH_FIELDS.get(name, np.float32))
     return ak.zip({**parts, **out}, depth_limit=1)
 
 

@@ -147,14 +147,17 @@ class AttentionSummary:
 def binary_stats(qmax: np.ndarray, qent: np.ndarray, nreal: np.ndarray, self_max: np.ndarray
                  ) -> dict[str, Any]:
     """Per block and head of (L, H, Q) arrays: mean largest weight, fraction of queries whose
-    largest weight exceeds 0.5 and 0.9, fraction whose largest weight is on the query itself
-    (``self_max``, bool), mean entropy (nats), as nested lists [L][H]; and the mean entropy of a
-    uniform row over the same queries (ln n_real)."""
+    largest weight exceeds 0.5 and 0.9, the same with that weight on *another* particle (the
+    paper's "attends to one other particle"; ``_on_other``), fraction whose largest weight is on the
+    query itself (``self_max``, bool), mean entropy (nats), as nested lists [L][H]; and the mean
+    entropy of a uniform row over the same queries (ln n_real)."""
     uniform = float(np.log(nreal).mean()) if len(nreal) else float("nan")
     return {
         "mean_max": qmax.mean(-1).tolist(),
         "frac_max_gt_0.5": (qmax > 0.5).mean(-1).tolist(),
         "frac_max_gt_0.9": (qmax > 0.9).mean(-1).tolist(),
+        "frac_max_gt_0.5_on_other": ((qmax > 0.5) & ~self_max).mean(-1).tolist(),
+        "frac_max_gt_0.9_on_other": ((qmax > 0.9) & ~self_max).mean(-1).tolist(),
         "frac_max_on_self": self_max.mean(-1).tolist(),
         "mean_entropy": qent.mean(-1).tolist(),
         "uniform_entropy": uniform,

@@ -151,6 +151,38 @@ def saliency_figure(path: Path, deta: np.ndarray, dphi: np.ndarray, attr: np.nda
     fig.savefig(path, dpi=DPI)
 
 
+def lund_plane_saliency_figure(path: Path, ln_inv_delta: np.ndarray, ln_kt: np.ndarray, attr: np.ndarray,
+                               cls: np.ndarray, n_jets: np.ndarray, classes: Sequence[str], title: str,
+                               bins: int = 24) -> None:
+    """Per class: Lund-node attribution summed in (ln 1/Delta, ln kT) bins of the primary and secondary
+    Lund planes together, divided by the class's jets (the bins span the nodes' range)."""
+    fig = Figure(figsize=(2.2 * len(classes) + 0.4, 2.3))
+    axes = fig.subplots(1, len(classes), squeeze=False)
+    finite = np.isfinite(ln_inv_delta) & np.isfinite(ln_kt)
+    if finite.any():
+        x, y = ln_inv_delta[finite], ln_kt[finite]
+        x_edges = np.linspace(float(x.min()), float(x.max()) + 1e-6, bins + 1)
+        y_edges = np.linspace(float(y.min()), float(y.max()) + 1e-6, bins + 1)
+    else:
+        x_edges = y_edges = np.linspace(0.0, 1.0, bins + 1)
+    for c, name in enumerate(classes):
+        sel = (cls == c) & finite
+        h, _, _ = np.histogram2d(ln_inv_delta[sel], ln_kt[sel], bins=[x_edges, y_edges], weights=attr[sel])
+        h = h / max(1, int(n_jets[c]))
+        lim = max(1e-12, float(np.abs(h).max()))
+        ax = axes[0, c]
+        im = ax.imshow(h.T, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                       extent=(x_edges[0], x_edges[-1], y_edges[0], y_edges[-1]))
+        ax.set_title(f"{name} ({int(n_jets[c])} jets)", fontsize=6)
+        ax.set_xlabel("ln 1/Delta", fontsize=6)
+        ax.set_ylabel("ln kT", fontsize=6)
+        ax.tick_params(labelsize=5)
+        fig.colorbar(im, ax=ax, fraction=0.046).ax.tick_params(labelsize=5)
+    fig.suptitle(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+
+
 def node_saliency_figure(path: Path, node_index: np.ndarray, attr: np.ndarray, cls: np.ndarray,
                          classes: Sequence[str], title: str, max_nodes: int = 30) -> None:
     """Per class: mean attribution of the k-th node (declustering order), k < max_nodes."""
@@ -172,14 +204,18 @@ def node_saliency_figure(path: Path, node_index: np.ndarray, attr: np.ndarray, c
 
 
 def subjet_figure(path: Path, within: np.ndarray, uniform: np.ndarray, classes: Sequence[str],
-                  title: str) -> None:
+                  title: str, untrained: np.ndarray | None = None) -> None:
     """Per class: fraction of attention within a query's own subjet per block ((C, L), head mean), with
-    the fraction a uniform attention would give as a dashed line."""
+    the fraction a uniform attention would give as a dashed line and the untrained model's as a dotted
+    one with open markers."""
     fig = Figure(figsize=(3.4, 2.2))
     ax = fig.subplots()
     for c, name in enumerate(classes):
         line, = ax.plot(np.arange(within.shape[1]), within[c], marker="o", label=f"{name}")
         ax.axhline(uniform[c], ls="--", color=line.get_color(), lw=0.8)
+        if untrained is not None:
+            ax.plot(np.arange(within.shape[1]), untrained[c], marker="o", mfc="none", ls=":",
+                    color=line.get_color(), lw=0.8, label=f"{name}, untrained")
     ax.set_xticks(np.arange(within.shape[1]))
     ax.set_xlabel("block", fontsize=6)
     ax.set_ylabel("attention within own subjet", fontsize=6)
@@ -187,5 +223,29 @@ def subjet_figure(path: Path, within: np.ndarray, uniform: np.ndarray, classes: 
     ax.tick_params(labelsize=5)
     ax.legend(fontsize=5)
     ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+
+
+def bw_figure(path: Path, trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | None,
+              uniform: dict[str, float], title: str) -> None:
+    """Attention between the b and W subjets of top jets per block (head mean), as the ratio to what
+    uniform attention would give (1 = no preference): b -> W, W -> b, W -> other W; solid trained,
+    dotted untrained."""
+    fig = Figure(figsize=(3.4, 2.2))
+    ax = fig.subplots()
+    for key, label in (("b_to_w", "b → W"), ("w_to_b", "W → b"), ("w_to_w", "W → other W")):
+        x = np.arange(len(trained[key]))
+        line, = ax.plot(x, trained[key] / uniform[key], marker="o", label=label)
+        if untrained is not None:
+            ax.plot(x, untrained[key] / uniform[key], marker="o", mfc="none", ls=":", color=line.get_color(),
+                    lw=0.8, label=f"{label}, untrained")
+    ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+    ax.set_xticks(np.arange(len(trained["b_to_w"])))
+    ax.set_xlabel("block", fontsize=6)
+    ax.set_ylabel("attention / uniform", fontsize=6)
+    ax.tick_params(labelsize=5)
+    ax.legend(fontsize=4.5, ncol=2)
+    ax.set_title(title, fontsize=6.5)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

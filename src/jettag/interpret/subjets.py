@@ -4,9 +4,14 @@ Each jet's particles (the ones the model saw) are reclustered with FastJet's kT 
 exactly ``n`` exclusive subjets (``ClusterSequence.exclusive_jets(n)``), labelled 0..n-1 by
 decreasing subjet pT. Jets with fewer than ``n`` particles get no subjets (label -1).
 
-For three-subjet jets a b-subjet candidate is named kinematically: the pair of subjets whose
-invariant mass is closest to the W mass is the W candidate, the third subjet the b candidate.
-The canonical store holds no decay partons, so this is a kinematic proxy, not generator truth.
+For top jets the b subjet and the two W subjets come from the generator truth when the store has
+it (the ``truth_*`` fields ``jettag generate`` writes from generator version 4 on): the b subjet is
+the subjet nearest to the b quark of the top (``truth_mother`` 6) within ``TRUTH_RADIUS``, the W
+subjets those nearest to the W's two daughter quarks (``truth_mother`` 24); a jet whose three
+partons do not fall into three different subjets this way is *unresolved* and left out of the b/W
+flows (``truth_subjets`` returns None). Without truth fields a kinematic candidate is used instead
+(``b_candidate``): the pair of subjets whose invariant mass is closest to the W mass is the W
+candidate, the third subjet the b candidate; the report labels which was used.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import numpy as np
 from jettag.physics import kinematics as kin
 
 W_MASS = 80.4  # GeV, PDG value rounded
+#: largest (eta, phi) distance between a truth parton and the subjet it is assigned to; about the size
+#: of a kT subjet of a top jet of R = 0.8 (three prongs)
+TRUTH_RADIUS = 0.4
 
 
 @contextlib.contextmanager
@@ -95,3 +103,30 @@ def between(att: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarra
     q = np.isin(labels, src)
     k = np.isin(labels, dst)
     return att[:, :, q][:, :, :, k].sum(-1).mean(-1), float(k.mean())
+
+
+def truth_subjets(moms: np.ndarray, pid: np.ndarray, mother: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                  radius: float = TRUTH_RADIUS) -> tuple[int, np.ndarray] | None:
+    """The b subjet and the two W subjets of a top jet from its truth partons, or None.
+
+    ``moms``: the jet's three subjets (3, 4) px, py, pz, E; ``pid``, ``mother``, ``eta``, ``phi``: the
+    decay partons of its top (the store's ``truth_*`` lists). The b is the |pid| 5 quark whose mother is
+    the top (6), the W daughters are the quarks whose mother is the W (24). Each parton goes to its
+    nearest subjet, which must lie within ``radius``; None unless there is exactly one b and two W
+    daughters and they fall into three different subjets (a resolved top).
+    """
+    apid = np.abs(np.asarray(pid))
+    mother = np.asarray(mother)
+    is_b = (apid == 5) & (mother == 6)
+    is_w = mother == 24
+    if len(moms) != 3 or is_b.sum() != 1 or is_w.sum() != 2:
+        return None
+    sj_eta = kin.eta(moms[:, 0], moms[:, 1], moms[:, 2])
+    sj_phi = kin.phi(moms[:, 0], moms[:, 1])
+    parton = np.r_[np.flatnonzero(is_b), np.flatnonzero(is_w)]
+    dr = kin.delta_r(np.asarray(eta, np.float64)[parton, None], np.asarray(phi, np.float64)[parton, None],
+                     sj_eta[None, :], sj_phi[None, :])  # (3 partons, 3 subjets)
+    nearest = dr.argmin(axis=1)
+    if (dr[np.arange(3), nearest] >= radius).any() or len(set(nearest.tolist())) != 3:
+        return None
+    return int(nearest[0]), np.sort(nearest[1:])

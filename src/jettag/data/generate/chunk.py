@@ -36,7 +36,9 @@ from jettag.data.generate.truth import (
     find_resonances,
     flavour_ok,
     hard_parton_veto,
+    jet_decay_products,
     match_jets,
+    matched_resonance,
 )
 from jettag.data.store import make_jets
 from jettag.physics import kinematics as kin
@@ -99,6 +101,28 @@ def _event_columns(ev: FlatEvents, jets: Jets, n_per_event: int, first_event: in
         "event_mass": kin.mass(*per_jet),
         "event_truth_mass": truth_mass[jets.event],
     }
+
+
+def _truth(recipe: Recipe, class_index: int, ev: FlatEvents, jets: Jets, res: Resonances | None
+           ) -> dict[str, np.ndarray]:
+    """The decay products of each selected jet's matched resonance (the store's ``truth_*`` fields):
+    ``truth_counts`` per jet and flat pid, mother, pT, eta, phi; no products for jets of a class
+    without a resonance match (and for event recipes)."""
+    spec = recipe.classes[class_index]
+    resonance = np.full(len(jets.event), -1, dtype=np.int64)
+    if res is not None and spec.match is not None and recipe.event is None and len(jets.event):
+        eta = kin.eta(jets.px, jets.py, jets.pz)
+        phi = kin.phi(jets.px, jets.py)
+        resonance = matched_resonance(jets.event, eta, phi, res, spec.match, recipe.radius, ev.n_events)
+    if res is None:
+        counts, idx = np.zeros(len(jets.event), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        pid = mother = pt = eta_p = phi_p = np.zeros(0)
+    else:
+        counts, idx = jet_decay_products(res, resonance)
+        pid, mother, pt = res.product_pid[idx], res.product_mother[idx], res.product_pt[idx]
+        eta_p, phi_p = res.product_eta[idx], res.product_phi[idx]
+    return {"truth_counts": counts, "truth_pid": pid, "truth_mother": mother, "truth_pt": pt,
+            "truth_eta": eta_p, "truth_phi": phi_p}
 
 
 def _select(recipe: Recipe, class_index: int, ev: FlatEvents, jets: Jets, res: Resonances | None) -> Jets:
@@ -171,6 +195,7 @@ def generate_chunk(
         jets = _select(recipe, class_index, ev, jets, res)
         if len(jets.event):
             piece = _gather(parts, jets)
+            piece.update(_truth(recipe, class_index, ev, jets, res))
             if recipe.event is not None:
                 piece.update(_event_columns(ev, jets, per_unit, n_events))
                 jet_eta, jet_phi = kin.eta(jets.px, jets.py, jets.pz), kin.phi(jets.px, jets.py)
@@ -192,6 +217,15 @@ def generate_chunk(
         return ak.unflatten(flat[name][:n_parts].astype(dtype), counts)
 
     event_columns = {k: v[:n_rows] for k, v in flat.items() if k.startswith("event_") or k == "jet_nbhadrons"}
+    truth_counts = flat["truth_counts"][:n_rows]
+    n_truth = int(truth_counts.sum())
+    truth = {
+        k: ak.unflatten(
+            flat[k][:n_truth].astype(np.int32 if k in ("truth_pid", "truth_mother") else np.float32),
+            truth_counts,
+        )
+        for k in ("truth_pid", "truth_mother", "truth_pt", "truth_eta", "truth_phi")
+    }
     jets_out = make_jets(
         jag("px"),
         jag("py"),
@@ -211,6 +245,7 @@ def generate_chunk(
             for k, v in event_columns.items()
         },
         jet_p4=tuple(flat[k][:n_rows] for k in ("jet_px", "jet_py", "jet_pz", "jet_e")),
+        extra_jagged=truth,
     )
     total_s = time.perf_counter() - start
     stats = {

@@ -25,7 +25,9 @@ class Resonances:
 
     Per resonance (the first, hard-process copy): ``event``, ``abs_pid``, the direction of its last
     copy (after recoil) and the number of decay quarks / gluons / charged leptons. Per product:
-    ``owner`` (row in the resonance table), ``event`` and its direction.
+    ``owner`` (row in the resonance table), ``event`` and its direction, and (for the store's
+    ``truth_*`` fields) its signed PDG id, pT and the |PDG id| of its immediate mother (6 for the b of
+    a top, 24 for the W's daughters).
     """
 
     event: np.ndarray
@@ -39,6 +41,9 @@ class Resonances:
     product_event: np.ndarray
     product_eta: np.ndarray
     product_phi: np.ndarray
+    product_pid: np.ndarray | None = None
+    product_pt: np.ndarray | None = None
+    product_mother: np.ndarray | None = None
 
 
 def _follow(start: np.ndarray, step: np.ndarray, keep_going) -> np.ndarray:
@@ -83,6 +88,9 @@ def find_resonances(ev: FlatEvents) -> Resonances:
         product_event=event[products],
         product_eta=kin.eta(ev.px[products], ev.py[products], ev.pz[products]),
         product_phi=kin.phi(ev.px[products], ev.py[products]),
+        product_pid=ev.pid[products],
+        product_pt=kin.pt(ev.px[products], ev.py[products]),
+        product_mother=apid[ev.mother1[products]],
     )
 
 
@@ -166,22 +174,52 @@ def match_jets(
     The decay-product counts must equal those of ``match`` (e.g. three quarks for a hadronic top),
     which also rejects a resonance whose decay went another way than the recipe intended.
     """
+    return matched_resonance(jet_event, jet_eta, jet_phi, res, match, radius, n_events) >= 0
+
+
+def matched_resonance(
+    jet_event: np.ndarray,
+    jet_eta: np.ndarray,
+    jet_phi: np.ndarray,
+    res: Resonances,
+    match: Match,
+    radius: float,
+    n_events: int,
+) -> np.ndarray:
+    """Per jet, the row in ``res`` of the resonance it matches (as in ``match_jets``), -1 for none;
+    of several the one nearest to the jet axis."""
     n_jets, n_res = len(jet_event), len(res.event)
-    matched = np.zeros(n_jets, dtype=bool)
+    matched = np.full(n_jets, -1, dtype=np.int64)
     if n_jets == 0 or n_res == 0:
         return matched
     kind_ok = _kind_ok(res, match)
     j, r = ragged_pairs(jet_event, res.event, n_events)
-    near = kin.delta_r(jet_eta[j], jet_phi[j], res.eta[r], res.phi[r]) < radius
+    dr = kin.delta_r(jet_eta[j], jet_phi[j], res.eta[r], res.phi[r])
+    near = dr < radius
     # products: any product of resonance r outside the jet disqualifies the pair (jet, r)
     order = np.argsort(res.product_event, kind="stable")
     jp, pp = ragged_pairs(jet_event, res.product_event[order], n_events)
     pp = order[pp]
     far = kin.delta_r(jet_eta[jp], jet_phi[jp], res.product_eta[pp], res.product_phi[pp]) >= radius
     bad_keys = np.unique(jp[far].astype(np.int64) * n_res + res.product_owner[pp][far])
-    good = near & kind_ok[r] & ~np.isin(j.astype(np.int64) * n_res + r, bad_keys)
-    matched[j[good]] = True
+    good = np.flatnonzero(near & kind_ok[r] & ~np.isin(j.astype(np.int64) * n_res + r, bad_keys))
+    good = good[np.lexsort((dr[good], j[good]))]  # by jet, then distance: a jet's first row is its nearest
+    first = good[np.r_[True, j[good][1:] != j[good][:-1]]] if len(good) else good
+    matched[j[first]] = r[first]
     return matched
+
+
+def jet_decay_products(res: Resonances, resonance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each jet's matched resonance (row in ``res``, -1 for none): the number of its decay products
+    and the flat indices of those products (in ``res.product_*``), jet after jet, in record order."""
+    order = np.argsort(res.product_owner, kind="stable")
+    per_res = np.bincount(res.product_owner, minlength=len(res.event))
+    start = np.concatenate([[0], np.cumsum(per_res)[:-1]])
+    ok = resonance >= 0
+    counts = np.where(ok, per_res[np.where(ok, resonance, 0)] if len(per_res) else 0, 0)
+    first = np.repeat(start[resonance[ok]], counts[ok]) if len(per_res) else np.zeros(0, np.int64)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts[ok]) - counts[ok], counts[ok])
+    return counts.astype(np.int64), order[first + within]
 
 
 def heavy_flavour(pid: np.ndarray) -> np.ndarray:
