@@ -35,7 +35,7 @@ from jettag.files import atomic_write_text
 from jettag.progress import progress as progress_report
 
 # Bump when a change would alter the jets made from the same arguments (the cache key includes it).
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 DEFAULT_CHUNK_SIZE = 1000
 
 MAX_CLASSES = 16
