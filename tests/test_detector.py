@@ -31,7 +31,8 @@ def sample() -> tuple[FlatEvents, Particles, np.ndarray]:
     ev = next_events(pythia, N_EVENTS)
     parts = visible_final_state(ev, ChargeTable(pythia), abs_eta_max=50.0)  # 50: no eta cut
     # the same selection as visible_final_state without the eta cut: final, visible, pT > 0
-    record = np.flatnonzero((ev.status > 0) & ~np.isin(np.abs(ev.pid), NEUTRINOS) & (np.hypot(ev.px, ev.py) > 0))
+    visible = ~np.isin(np.abs(ev.pid), NEUTRINOS)
+    record = np.flatnonzero((ev.status > 0) & visible & (np.hypot(ev.px, ev.py) > 0))
     assert len(record) == len(parts) and np.array_equal(ev.pid[record], parts.pid)
     return ev, parts, record
 
@@ -90,9 +91,9 @@ def test_photons_fill_the_em_layer_neutral_hadrons_the_hadronic_one(sample) -> N
 def test_cluster_energy_over_a_jet_matches_visible_neutral_energy(sample) -> None:
     ev, parts, _ = sample
     rng = np.random.default_rng(3)
-    trk, tracked = det.tracks(parts, rng)
+    _, tracked = det.tracks(parts, rng)
     f_em = det.em_share(parts, rng)
-    pt, eta = _pt_eta(parts)
+    _, eta = _pt_eta(parts)
     to_calo = ~tracked & (np.abs(eta) < det.CALO_ETA)
     calo = det.clusters(parts, ~tracked, f_em, rng)
     jets = cluster(parts, ev.n_events, 0.8, 100.0)  # particle-level jets define the cones
@@ -115,7 +116,7 @@ def test_cluster_energy_over_a_jet_matches_visible_neutral_energy(sample) -> Non
     e_had = e_true - e_em
     # configured resolution of the two layers' sums (the constant term added linearly over towers:
     # an upper bound), plus the thresholds: towers below them are lost
-    sigma = np.sqrt(det.layer_resolution(e_em, det.ECAL_RES) ** 2 + det.layer_resolution(e_had, det.HCAL_RES) ** 2)
+    sigma = np.hypot(det.layer_resolution(e_em, det.ECAL_RES), det.layer_resolution(e_had, det.HCAL_RES))
     ok = central & (e_true > 20.0)
     pull = (e_clu[ok] - e_true[ok]) / sigma[ok]
     assert ok.sum() > 100
