@@ -5,6 +5,7 @@ from __future__ import annotations
 from jettag.data.kinds.base import InputKind, KindDataset, TensorBatch
 from jettag.data.kinds.lund import LundKind
 from jettag.data.kinds.particles import ParticleBatch, ParticlesKind
+from jettag.data.kinds.tokens import TokensKind
 
 _KINDS: dict[str, InputKind] = {}
 
@@ -30,6 +31,7 @@ def list_kinds() -> list[str]:
 
 register_kind(ParticlesKind())
 register_kind(LundKind())
+register_kind(TokensKind())
 
-__all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "get_kind",
-           "list_kinds", "register_kind"]
+__all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "TokensKind",
+           "get_kind", "list_kinds", "register_kind"]
