@@ -10,7 +10,8 @@ import importlib
 
 from jettag.studies.base import Data, RunSpec, Scale, Study, StudyError, run_study
 
-STUDIES = {"top": "jettag.studies.top", "transfer": "jettag.studies.transfer"}
+STUDIES = {"flavour": "jettag.studies.flavour", "top": "jettag.studies.top",
+           "transfer": "jettag.studies.transfer"}
 
 __all__ = ["STUDIES", "Data", "RunSpec", "Scale", "Study", "StudyError", "get_study", "list_studies",
            "run_study"]

@@ -108,6 +108,9 @@ class Study:
     plan: Callable[[str, Sequence[int]], list[RunSpec]]
     columns: tuple[str, ...] = ("params", "epochs", "jets_per_s")
     verdict: Callable[[dict[str, list[dict[str, float]]]], str] | None = None
+    #: more of the report: ``extra(report_dir, runs_dir, results, meta)`` writes its own files into
+    #: ``report_dir`` and returns Markdown appended to ``results.md`` (``meta``: study, scale, data)
+    extra: Callable[[Path, Path, list[dict[str, Any]], dict[str, Any]], str] | None = None
 
 
 def select(runs: Sequence[RunSpec], only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -362,6 +365,10 @@ def run_study(
     meta = {"study": study.name, "scale": scale, "seeds": seeds, "data": specs, "invocation": invocation}
     files = write_report(report, results, classes, extra_columns=study.columns,
                          title=title, meta=meta, notes=notes)
+    if study.extra is not None:
+        more = study.extra(report, runs_dir, results, meta)
+        if more.strip():
+            files["md"].write_text(files["md"].read_text() + "\n" + more.strip() + "\n")
     head = f"# {invocation}" if invocation else f"# jettag study {study.name}: its runs in order"
     commands = [head, *(train_command(r.recipe, overrides[r.name], runs_dir / r.name) for r in plan)]
     files["commands"] = report / "commands.sh"
