@@ -391,7 +391,8 @@ STUDY = Study(
     data={"flavour": Data(recipe="flavour", jets=POOL, detector="simple"),
           "top": Data(recipe="top", jets=TOP, detector="simple")},
     scales={
-        # a smoke test of the whole chain (< 2 min of training on 2 free cores once the data is cached)
+        # a smoke test of the whole chain: 9 runs of 2 epochs on <= 384 training jets (time measured in
+        # benchmarks/flavour_results.md; ParticleNet and MIParT dominate it)
         "quick": Scale(epochs=0.0, overrides=("train.epochs=2", "data.max_len=48", "train.batch_size=32",
                                               "train.grad_accum=1", "train.lr=1.0e-3")),
         # the seed's recipe scaled to CPU: 4x smaller effective batch (128 x 2) and 10x the peak lr
