@@ -143,4 +143,13 @@ def test_trains_through_jettag_train(tmp_path: Path) -> None:
     log = (run / "log.csv").read_text().splitlines()
     assert sum(",val," in r for r in log) == 1
     assert (run / "checkpoints" / "best.safetensors").is_file()
-    assert main(["evaluate", str(run), "--out", str(run / "report")]) == 0
+    # the run's model rebuilds from config.yaml (model name, tokens kind) and scores its test split;
+    # the evaluate command itself is exercised for every kind by test_input_kinds.py
+    from jettag.data.dataset import load_splits
+    from jettag.train.checkpoint import load_run_model
+
+    model, cfg = load_run_model(run)
+    test = load_splits(cfg, ("test",))[0]["test"]
+    batch = get_kind(model.input_kind).build(test, cfg["data"], model).batch(np.arange(len(test)))
+    probs = model.predict_proba(*batch.inputs())
+    assert probs.shape == (len(test), 2) and torch.isfinite(probs).all()
