@@ -11,7 +11,8 @@ from jettag.models import create_model, feature_dim, list_models
 from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
 from jettag.models.profile import count_parameters, flops_per_jet
 
-ALL = ["lundnet3", "lundnet5", "mipart", "mipart_l", "part", "particlenet", "pfn"]
+ALL = ["lundnet3", "lundnet5", "mipart", "mipart_l", "part", "particlenet", "pfn", "transformer",
+       "transformer_tracks"]
 # mipart_l is mipart's code with wider layers: the (slower) invariance tests run on mipart
 INVARIANCE = ["mipart", "part", "particlenet", "pfn"]
 
@@ -54,6 +55,8 @@ def test_parameter_counts_match_the_reference_implementations():
     assert counts["mipart"] == 657_014
     assert counts["mipart_l"] == 2_318_710
     assert counts["pfn"] == 83_842
+    # seed 001's transformer with Haiku-sized heads (docs/models.md: the seed's 101,794 and the 160)
+    assert counts["transformer"] == counts["transformer_tracks"] == 101_634
 
 
 def test_flops_per_jet_scale_as_expected():

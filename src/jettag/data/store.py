@@ -7,7 +7,9 @@ recognise it:
 
 - jagged float32 ``part_px, part_py, part_pz, part_energy``, int32 ``part_pid`` (PDG id, 0 when
   unknown), float32 ``part_charge``; optional float32 ``part_d0val, part_d0err, part_dzval,
-  part_dzerr`` in mm;
+  part_dzerr`` in mm; optional detector-level fields (``jettag generate --detector simple``): int32
+  ``part_kind`` (``KIND_TRACK`` = 0, ``KIND_CLUSTER`` = 1) and float32 ``part_emfrac``,
+  ``part_hadfrac`` (a cluster's E_EM/E and E_Had/E; 0 for tracks);
 - float32 ``jet_pt, jet_eta, jet_phi, jet_energy, jet_mass``, int32 ``jet_nparticles``, int32
   ``label`` (index into the ordered class names);
 - file metadata key ``jettag``: JSON with at least ``classes`` and ``source``.
@@ -69,6 +71,13 @@ TRUTH_FIELDS: dict[str, type] = {
     "truth_eta": np.float32,
     "truth_phi": np.float32,
 }
+# Detector-level constituents: what each one is, and a cluster's energy split between the layers.
+DETECTOR_PARTICLE_FIELDS: dict[str, type] = {
+    "part_kind": np.int32,
+    "part_emfrac": np.float32,
+    "part_hadfrac": np.float32,
+}
+KIND_TRACK, KIND_CLUSTER = 0, 1
 JET_FIELDS: dict[str, type] = {
     "jet_pt": np.float32,
     "jet_eta": np.float32,
@@ -142,7 +151,7 @@ def make_jets(
     charge = zeros if charge is None else ak.Array(charge)
     parts["part_charge"] = ak.values_astype(charge[order], np.float32)
     for name, values in (extra_particle or {}).items():
-        dtype = OPTIONAL_PARTICLE_FIELDS.get(name, np.float32)
+        dtype = {**OPTIONAL_PARTICLE_FIELDS, **DETECTOR_PARTICLE_FIELDS}.get(name, np.float32)
         parts[name] = ak.values_astype(ak.Array(values)[order], dtype)
 
     if jet_p4 is None:

@@ -10,7 +10,8 @@ import importlib
 
 from jettag.studies.base import Data, RunSpec, Scale, Study, StudyError, run_study
 
-STUDIES = {name: f"jettag.studies.{name}" for name in ("finetune", "hh4b", "scaling", "top", "transfer")}
+STUDIES = {name: f"jettag.studies.{name}"
+           for name in ("finetune", "flavour", "hh4b", "scaling", "top", "transfer")}
 
 __all__ = ["STUDIES", "Data", "RunSpec", "Scale", "Study", "StudyError", "get_study", "list_studies",
            "run_study"]

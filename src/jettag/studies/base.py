@@ -116,6 +116,9 @@ class Study:
     report_per_data: bool = False
     #: extra figures from the rows: ``figures(rows, report_dir) -> {name: path}``
     figures: Callable[[dict[str, list[dict[str, float]]], Path], dict[str, Path]] | None = None
+    #: more of the report: ``extra(report_dir, runs_dir, results, meta)`` writes its own files into
+    #: ``report_dir`` and returns Markdown appended to ``results.md`` (``meta``: study, scale, data)
+    extra: Callable[[Path, Path, list[dict[str, Any]], dict[str, Any]], str] | None = None
 
 
 def select(runs: Sequence[RunSpec], only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -391,6 +394,10 @@ def run_study(
             body += [f"## {name} (`{name}/`)", "", text.split("\n", 2)[2].strip(), ""]
         files["md"] = report / "results.md"
         files["md"].write_text("\n".join(body))
+    if study.extra is not None:  # the study's own figures and Markdown, appended to results.md
+        more = study.extra(report, runs_dir, results, meta)
+        if more.strip():
+            files["md"].write_text(files["md"].read_text() + "\n" + more.strip() + "\n")
     head = f"# {invocation}" if invocation else f"# jettag study {study.name}: its runs in order"
     commands = [head, *(train_command(r.recipe, overrides[r.name], runs_dir / r.name) for r in plan)]
     files["commands"] = report / "commands.sh"

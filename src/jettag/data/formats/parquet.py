@@ -109,8 +109,12 @@ class _WeaverParquetReader(_Reader):
             raise JetDataError(
                 f"{path}: impact-parameter field(s) {lacking} missing while {impact} are present"
             )
+        detector = [f for f in store.DETECTOR_PARTICLE_FIELDS if f in names]
+        if detector and len(detector) != len(store.DETECTOR_PARTICLE_FIELDS):
+            lacking = [f for f in store.DETECTOR_PARTICLE_FIELDS if f not in names]
+            raise JetDataError(f"{path}: detector field(s) {lacking} missing while {detector} are present")
         optional = [f for f in ("part_pid", "part_charge", *PID_FLAGS, *JET_P4_FIELDS) if f in names]
-        columns = [*store.MOMENTUM_FIELDS, *optional, *impact, *labels]
+        columns = [*store.MOMENTUM_FIELDS, *optional, *impact, *detector, *labels]
         flags_present = [f for f in PID_FLAGS if f in names]
         if flags_present and len(flags_present) != len(PID_FLAGS) and "part_pid" not in names:
             lacking = [f for f in PID_FLAGS if f not in names]
@@ -156,7 +160,7 @@ class _WeaverParquetReader(_Reader):
                 charge = chunk["part_charge"]
             elif pid is not None:
                 charge = ak.unflatten(charge_from_pid(ak.to_numpy(ak.flatten(pid))), counts)
-            extra = {f: chunk[f] for f in impact} or None
+            extra = {f: chunk[f] for f in (*impact, *detector)} or None
             jet_p4 = None
             if all(f in names for f in JET_P4_FIELDS):
                 jet_p4 = _jet_p4_from_stored(

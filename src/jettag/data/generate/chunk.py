@@ -67,6 +67,9 @@ def _gather(parts: Particles, jets: Jets) -> dict[str, np.ndarray]:
         "dz": parts.dz[idx],
         "d0err": parts.d0err[idx],
         "dzerr": parts.dzerr[idx],
+        "kind": parts.kind[idx],
+        "emfrac": parts.emfrac[idx],
+        "hadfrac": parts.hadfrac[idx],
         "counts": jets.counts,
         "jet_px": jets.px,
         "jet_py": jets.py,
@@ -216,6 +219,13 @@ def generate_chunk(
     def jag(name: str, dtype=np.float32) -> ak.Array:
         return ak.unflatten(flat[name][:n_parts].astype(dtype), counts)
 
+    detector_fields = {}
+    if detector != "none":  # what each constituent is (track / cluster) and a cluster's layer shares
+        detector_fields = {
+            "part_kind": jag("kind", np.int32),
+            "part_emfrac": jag("emfrac"),
+            "part_hadfrac": jag("hadfrac"),
+        }
     event_columns = {k: v[:n_rows] for k, v in flat.items() if k.startswith("event_") or k == "jet_nbhadrons"}
     truth_counts = flat["truth_counts"][:n_rows]
     n_truth = int(truth_counts.sum())
@@ -239,6 +249,7 @@ def generate_chunk(
             "part_d0err": jag("d0err"),
             "part_dzval": jag("dz"),
             "part_dzerr": jag("dzerr"),
+            **detector_fields,
         },
         extra_jet={
             k: v.astype(np.int32 if k in ("event_index", "event_jet_index", "jet_nbhadrons") else np.float32)

@@ -6,6 +6,10 @@ track) and ``dz = z - (x px + y py) / pT * pz / pT`` (its longitudinal position 
 from the primary vertex have exactly zero; daughters of b and c hadrons carry the hadron's flight.
 Tracks are straight lines: at jet-constituent momenta the bending over a few mm is negligible.
 
+``kind``, ``emfrac``, ``hadfrac`` describe what a detector made of a particle: ``KIND_PARTICLE`` (-1)
+at particle level, ``KIND_TRACK`` (0) or ``KIND_CLUSTER`` (1, with the cluster's EM and hadronic
+energy fractions) after ``--detector simple`` (``detector.py``); fractions are 0 for non-clusters.
+
 At particle level the values are exact and ``d0err``/``dzerr`` are the nominal resolution of a
 tracker at the particle's pT (``d0_resolution``, ``dz_resolution``), not smeared: the ``full``
 features need an error, and a constant one misleads models trained on detector-level tracks, whose
@@ -20,12 +24,16 @@ import numpy as np
 
 from jettag.data.generate.pythia import ChargeTable, FlatEvents
 from jettag.data.generate.recipes import NEUTRINOS
+from jettag.data.store import KIND_CLUSTER, KIND_TRACK
+
+__all__ = ["KIND_CLUSTER", "KIND_PARTICLE", "KIND_TRACK", "Particles", "visible_final_state"]
 
 # Impact-parameter resolution of a silicon tracker, in mm, vs pT in GeV: a constant term (hit
 # resolution) in quadrature with multiple scattering ~ 1/pT. The values are tuned to what the reference
 # JetClass-trained ``full`` ParticleNet expects (benchmarks/realism.md: with half these values, or a
 # constant error, that model misreads light-quark and gluon jets, e.g. Zqq vs QCD AUC 0.64 -> 0.97).
 D0_RES_MM = (0.020, 0.200)
+KIND_PARTICLE = -1  # particle level; detector-level kinds (track, cluster) are the store's
 DZ_RES_MM = (0.060, 0.300)
 
 
@@ -54,6 +62,9 @@ class Particles:
     dz: np.ndarray
     d0err: np.ndarray
     dzerr: np.ndarray
+    kind: np.ndarray
+    emfrac: np.ndarray
+    hadfrac: np.ndarray
 
     def take(self, index: np.ndarray) -> Particles:
         """The subset ``index`` (a boolean mask or sorted indices), all columns alike."""
@@ -103,4 +114,7 @@ def visible_final_state(ev: FlatEvents, charges: ChargeTable, abs_eta_max: float
         dz=np.where(charged, dz, 0.0),
         d0err=np.where(charged, d0_resolution(pt), 0.0),
         dzerr=np.where(charged, dz_resolution(pt), 0.0),
+        kind=np.full(len(keep), KIND_PARTICLE, dtype=np.int32),
+        emfrac=np.zeros(len(keep)),
+        hadfrac=np.zeros(len(keep)),
     )

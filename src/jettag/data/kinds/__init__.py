@@ -6,6 +6,7 @@ from jettag.data.kinds.base import InputKind, KindDataset, TensorBatch
 from jettag.data.kinds.event import EventKind, EventSubjetsKind
 from jettag.data.kinds.lund import LundKind
 from jettag.data.kinds.particles import ParticleBatch, ParticlesKind
+from jettag.data.kinds.tokens import TokensKind
 
 _KINDS: dict[str, InputKind] = {}
 
@@ -33,6 +34,7 @@ register_kind(ParticlesKind())
 register_kind(LundKind())
 register_kind(EventKind())
 register_kind(EventSubjetsKind())
+register_kind(TokensKind())
 
-__all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "get_kind",
-           "list_kinds", "register_kind"]
+__all__ = ["InputKind", "KindDataset", "ParticleBatch", "ParticlesKind", "TensorBatch", "TokensKind",
+           "get_kind", "list_kinds", "register_kind"]
