@@ -11,8 +11,8 @@ from jettag.models import create_model, feature_dim, list_models
 from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
 from jettag.models.profile import count_parameters, flops_per_jet
 
-ALL = ["lundnet3", "lundnet5", "mipart", "mipart_l", "part", "particlenet", "pfn", "transformer",
-       "transformer_tracks"]
+ALL = ["concat_event", "lundnet3", "lundnet5", "mipart", "mipart_l", "mixer_event", "part", "particlenet", "pfn",
+       "transformer", "transformer_tracks", "xattn_event"]
 # mipart_l is mipart's code with wider layers: the (slower) invariance tests run on mipart
 INVARIANCE = ["mipart", "part", "particlenet", "pfn"]
 
@@ -279,7 +279,7 @@ def test_edgeconv_real_edge_path_equals_dense_path_in_training():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_forward_is_head_of_features_and_classifier_is_the_last_linear(name: str) -> None:
+def test_forward_is_head_of_features_and_classifier_is_the_last_linear_run(name: str) -> None:
     from jettag.data.kinds import get_kind
 
     torch.manual_seed(0)
@@ -288,7 +288,12 @@ def test_forward_is_head_of_features_and_classifier_is_the_last_linear(name: str
     feats = model.forward_features(*x)
     assert feats.ndim == 2 and feats.shape[0] == 2
     torch.testing.assert_close(model.forward_head(feats), model(*x), rtol=0, atol=0)  # the same ops
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert model.get_classifier() is linears[-1]
+    called: list[torch.nn.Module] = []  # the Linear layers in the order the forward pass runs them
+    hooks = [m.register_forward_hook(lambda mod, i, o: called.append(mod))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    model(*x)
+    for h in hooks:
+        h.remove()
+    assert model.get_classifier() is called[-1]
     model.reset_classifier(5)
     assert model(*x).shape == (2, 5) and model.num_classes == 5 and model.get_classifier().out_features == 5
