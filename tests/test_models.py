@@ -11,8 +11,8 @@ from jettag.models import create_model, feature_dim, list_models
 from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
 from jettag.models.profile import count_parameters, flops_per_jet
 
-ALL = ["concat_event", "lundnet3", "lundnet5", "mipart", "mipart_l", "mixer_event", "part", "particlenet", "pfn",
-       "transformer", "transformer_tracks", "xattn_event"]
+ALL = ["concat_event", "lundnet3", "lundnet5", "mipart", "mipart_l", "mixer_event", "part", "particlenet",
+       "pfn", "transformer", "transformer_tracks", "xattn_event"]
 # mipart_l is mipart's code with wider layers: the (slower) invariance tests run on mipart
 INVARIANCE = ["mipart", "part", "particlenet", "pfn"]
 
