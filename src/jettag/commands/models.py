@@ -23,10 +23,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     features: str | int = int(args.features) if str(args.features).isdigit() else args.features
     dim = feature_dim(features)
-    print(f"{'model':<12} {'parameters':>12} {'MFLOPs/jet':>12}   ({dim} input features, "
+    width = max(len(n) for n in list_models())
+    print(f"{'model':<{width}} {'parameters':>12} {'MFLOPs/jet':>12}   ({dim} input features, "
           f"{args.classes} classes, FLOPs at {args.length} particles)")
     for name in list_models():
         model = create_model(name, num_classes=args.classes, features=features)
         flops = "-" if args.no_flops else f"{flops_per_jet(model, args.length) / 1e6:.1f}"
-        print(f"{name:<12} {count_parameters(model):>12,} {flops:>12}")
+        print(f"{name:<{width}} {count_parameters(model):>12,} {flops:>12}")
     return 0
