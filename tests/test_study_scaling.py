@@ -140,6 +140,8 @@ def test_scaling_verdict_on_constructed_numbers() -> None:
         "ParT": [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.65, 0.66, 0.67]],
     }, sizes)
     assert "**does not hold** (ParT gains least)" in SC.verdict(rows2)
+    one = {g: runs[:1] for g, runs in rows2.items()}  # one seed: no verdict either way
+    assert "**not shown** (one seed: no spread to judge by; ParT gains least)" in SC.verdict(one)
 
 
 def test_scaling_figure(tmp_path: Path) -> None:

@@ -178,6 +178,8 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
                      and last[m][0] - pn[0] > 2 * math.sqrt(last[m][1] ** 2 + pn[1] ** 2) for m in others)
         if beyond:
             judged = "**holds** (ParticleNet's gain is the smallest, by more than two standard errors)"
+        elif not all(math.isfinite(d[1]) for d in last.values()):
+            judged = f"**not shown** (one seed: no spread to judge by; {order[0]} gains least)"
         elif order[0] == "ParticleNet":
             judged = "**not shown** (ParticleNet's gain is the smallest, within two standard errors)"
         else:
