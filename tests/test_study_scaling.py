@@ -111,6 +111,9 @@ def test_power_law_fit_recovers_constructed_curve() -> None:
     assert f["dof"] == 1.0
     flat = SC.fit_power_law([1e3, 5e3, 2.5e4], [0.2, 0.21, 0.22])  # error grows with D: no decrease
     assert math.isnan(flat["beta"]) and flat["B"] == 0.0 and flat["L_inf"] == pytest.approx(0.21)
+    # points that a free fit would send below zero: L_inf is held at 0, never negative
+    floor = SC.fit_power_law([32, 160, 800], [0.9, 0.884, 0.832])
+    assert floor["L_inf"] == 0.0 and floor["B"] > 0
     with pytest.raises(ValueError, match="at least 2 distinct sizes"):
         SC.fit_power_law([10.0, 10.0], [0.1, 0.2])
 
@@ -140,6 +143,8 @@ def test_scaling_verdict_on_constructed_numbers() -> None:
         "ParT": [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.65, 0.66, 0.67]],
     }, sizes)
     assert "**does not hold** (ParT gains least)" in SC.verdict(rows2)
+    one = {g: runs[:1] for g, runs in rows2.items()}  # one seed: no verdict either way
+    assert "**not shown** (one seed: no spread to judge by; ParT gains least)" in SC.verdict(one)
 
 
 def test_scaling_figure(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def plan(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
 
 def fit_power_law(sizes: Sequence[float], losses: Sequence[float], betas: np.ndarray | None = None
                   ) -> dict[str, float]:
-    """Least-squares fit of ``L(D) = L_inf + B / D^beta`` with ``B >= 0``, ``beta > 0``.
+    """Least-squares fit of ``L(D) = L_inf + B / D^beta`` with ``L_inf >= 0``, ``B >= 0``, ``beta > 0``.
 
     For each ``beta`` of a log grid (0.01 to 3) the model is linear in (L_inf, B), solved exactly;
     the ``beta`` of least squared residual wins. ``B = 0`` (no decrease with D) gives ``beta`` NaN.
@@ -93,6 +93,8 @@ def fit_power_law(sizes: Sequence[float], losses: Sequence[float], betas: np.nda
         x = d ** -beta
         a = np.stack([np.ones_like(x), x], axis=1)
         (l_inf, b), *_ = np.linalg.lstsq(a, y, rcond=None)
+        if l_inf < 0:  # an error rate is never negative: the best fit with L_inf = 0
+            l_inf, b = 0.0, float(x @ y / (x @ x))
         if b <= 0:
             continue
         rss = float(np.sum((l_inf + b * x - y) ** 2))
@@ -178,6 +180,8 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
                      and last[m][0] - pn[0] > 2 * math.sqrt(last[m][1] ** 2 + pn[1] ** 2) for m in others)
         if beyond:
             judged = "**holds** (ParticleNet's gain is the smallest, by more than two standard errors)"
+        elif not all(math.isfinite(d[1]) for d in last.values()):
+            judged = f"**not shown** (one seed: no spread to judge by; {order[0]} gains least)"
         elif order[0] == "ParticleNet":
             judged = "**not shown** (ParticleNet's gain is the smallest, within two standard errors)"
         else:
