@@ -16,6 +16,7 @@ from jettag.data.generate import cached_dataset
 from jettag.data.kinds import get_kind
 from jettag.data.kinds.event import TEV, double_b_tag
 from jettag.data.store import JetDataError, group_events, read_store
+from jettag.errors import UsageError
 from jettag.models import create_model
 
 
@@ -87,6 +88,8 @@ def test_double_b_tag(rows: ak.Array) -> None:
     tagged = get_kind("event").build(rows, {"event_btag": 1.0}, model)
     expect = (ak.to_numpy(rows.jet_nbhadrons).reshape(-1, 2) > 0).all(1)
     assert len(tagged) == expect.sum() and 0 < expect.sum() < 18
+    with pytest.raises(UsageError, match=r"event_btag=1\.5"):
+        get_kind("event").build(rows, {"event_btag": 1.5}, model)
     with pytest.raises(JetDataError, match="jet_nbhadrons"):
         untagged = rows[[f for f in rows.fields if f != "jet_nbhadrons"]]
         get_kind("event").build(untagged, {"event_btag": 0.8}, model)

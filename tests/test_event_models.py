@@ -86,3 +86,27 @@ def test_sizes_and_bad_shapes() -> None:
         model(items[..., :3], mask, tokens)
     with pytest.raises(ValueError, match="fusion"):
         create_model("xattn_event", 3, fusion="sum")
+
+
+def test_hh4b_study_metrics_and_verdict() -> None:
+    import numpy as np
+
+    from jettag.studies.hh4b import plan, signal_metrics, verdict
+
+    runs = plan("cpu", [0, 1, 2])
+    groups = {"xattn", "xattn-notheta", "concat", "concat-notheta", "mixer", "mixer-notheta"}
+    assert len(runs) == 18 and {r.group for r in runs} == groups
+    off = "model.overrides.use_theta=false"
+    assert all((off in r.overrides) == r.group.endswith("notheta") for r in runs)
+    labels = np.array([0, 1, 2, 2, 0, 2])
+    probs = np.array([[.8, .1, .1], [.1, .6, .3], [.1, .1, .8], [.3, .3, .4], [.5, .4, .1], [.2, .2, .6]])
+    mass = np.array([0, 0, 612.0, 1990.0, 0, 805.0])
+    m = signal_metrics(labels, probs, 2, mass)
+    assert m["sig_auc_pct"] == 100.0  # every signal score (0.4, 0.6, 0.8) above every background one
+    assert m["eff_m600"] == 100.0 and m["eff_m2000"] == 100.0 and "eff_m1000" not in m
+    rows = {"xattn": [{"sig_auc_pct": v, "params": 4e5, "s_per_epoch": 10.0} for v in (98.0, 98.2, 98.1)],
+            "concat": [{"sig_auc_pct": v} for v in (97.0, 97.1, 96.9)],
+            "mixer": [{"sig_auc_pct": v, "params": 4e4, "s_per_epoch": 1.0} for v in (98.0, 98.3, 97.8)]}
+    text = verdict(rows)
+    assert "xattn is higher" in text and "xattn vs xattn-notheta: not run" in text
+    assert "mixer is not distinguishable from xattn" in text and "(10.0%)" in text

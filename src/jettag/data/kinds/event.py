@@ -32,6 +32,7 @@ from torch import nn
 
 from jettag.data import store
 from jettag.data.kinds.base import InputKind, TensorBatch
+from jettag.errors import UsageError
 from jettag.physics.jet_frame import MAX_PARTICLES, event_tokens, jet_frame, kt_subjets, particle_kinematics
 
 TEV = 1000.0
@@ -143,6 +144,9 @@ def event_arrays(
     if n_per != 2:
         raise store.JetDataError(f"{source}: events of {n_per} jets; the event kinds need 2 per event")
     eff = data_cfg.get("event_btag")
+    if eff is not None and not (isinstance(eff, (int, float)) and 0 < float(eff) <= 1):
+        raise UsageError(f"data.event_btag={eff!r}: a per-jet b-tag efficiency in (0, 1], or null (no "
+                         "selection)")
     if eff is not None:
         if "jet_nbhadrons" not in jets.fields:
             raise store.JetDataError(
