@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import awkward as ak
@@ -153,3 +154,10 @@ def test_trains_through_jettag_train(tmp_path: Path) -> None:
     batch = get_kind(model.input_kind).build(test, cfg["data"], model).batch(np.arange(len(test)))
     probs = model.predict_proba(*batch.inputs())
     assert probs.shape == (len(test), 2) and torch.isfinite(probs).all()
+    # jettag interpret: attention maps of every block and saliency per token (tracks and clusters)
+    out = tmp_path / "interp"
+    assert main(["interpret", str(run), "--out", str(out), "--jets", "6", "--ig-steps", "4", "--draw", "1"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["attention"] is not None and stats["saliency"]["completeness_warning"] is None
+    heat = np.load(out / "attention.npz")["particle_heat"]
+    assert heat.shape[2] == 4  # (class, block, head, P, P): the seed's 4 heads in each of its blocks

@@ -207,7 +207,7 @@ def interpret_run(run_dir: str | Path, out: str | Path, data: str | None = None,
     drawn: dict[int, list[int]] = {c: [] for c in range(n_cls)}
     drawn_maps: dict[str, list[np.ndarray]] = {g: [] for g in groups}
     lengths = np.zeros(len(jets), dtype=np.int64)
-    particles = model.input_kind == "particles"
+    particles = {"vectors", "mask"} <= set(kind.input_names)  # particles, or tracks + clusters (tokens)
     # Lund nodes: their (ln kT, ln Delta) place them on the Lund plane when the model reads both
     node_features = list(getattr(model, "node_features", ()))
     lund_cols = ({k: node_features.index(k) for k in ("ln_kt", "ln_delta")}

@@ -2,7 +2,7 @@
 (particle, or Lund-tree node) for any jettag model.
 
 The attributed inputs are the per-token feature tensors of the model's input kind: for particles
-``points`` (B, 2, P) and ``features`` (B, C, P), summed over channels per particle; ``vectors``
+(and the ``tokens`` kind of tracks and clusters, which has the same layout) ``points`` (B, 2, P) and ``features`` (B, C, P), summed over channels per particle; ``vectors``
 (the four-momenta behind the pair features) are held fixed, so the attributions explain the
 particle features given the jet's pair structure. For Lund graphs the node ``features`` (N, F).
 The baseline is zero for the attributed inputs. The target is the logit of a chosen class per jet.
@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 #: per input kind: {input name: token axis}; attributed inputs are summed over every other non-batch axis
-ATTRIBUTED = {"particles": {"points": 2, "features": 2}, "lund": {"features": 0}}
+ATTRIBUTED = {"particles": {"points": 2, "features": 2}, "tokens": {"points": 2, "features": 2},
+              "lund": {"features": 0}}
 QUADRATURES = ("gauss", "midpoint")
 
 
