@@ -156,7 +156,8 @@ def test_trains_through_jettag_train(tmp_path: Path) -> None:
     assert probs.shape == (len(test), 2) and torch.isfinite(probs).all()
     # jettag interpret: attention maps of every block and saliency per token (tracks and clusters)
     out = tmp_path / "interp"
-    assert main(["interpret", str(run), "--out", str(out), "--jets", "6", "--ig-steps", "4", "--draw", "1"]) == 0
+    args = ["--out", str(out), "--jets", "6", "--ig-steps", "4", "--draw", "1"]
+    assert main(["interpret", str(run), *args]) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["attention"] is not None and stats["saliency"]["completeness_warning"] is None
     heat = np.load(out / "attention.npz")["particle_heat"]

@@ -2,9 +2,10 @@
 (particle, or Lund-tree node) for any jettag model.
 
 The attributed inputs are the per-token feature tensors of the model's input kind: for particles
-(and the ``tokens`` kind of tracks and clusters, which has the same layout) ``points`` (B, 2, P) and ``features`` (B, C, P), summed over channels per particle; ``vectors``
-(the four-momenta behind the pair features) are held fixed, so the attributions explain the
-particle features given the jet's pair structure. For Lund graphs the node ``features`` (N, F).
+(and the ``tokens`` kind of tracks and clusters, which has the same layout) ``points`` (B, 2, P) and
+``features`` (B, C, P), summed over channels per particle; ``vectors`` (the four-momenta behind the
+pair features) are held fixed, so the attributions explain the particle features given the jet's
+pair structure. For Lund graphs the node ``features`` (N, F).
 The baseline is zero for the attributed inputs. The target is the logit of a chosen class per jet.
 
 Completeness: the integrated-gradients attributions of a jet sum to ``logit(x) - logit(baseline)``
