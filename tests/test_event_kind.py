@@ -3,6 +3,7 @@ trained, evaluated and predicted through the unchanged commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import awkward as ak
@@ -111,3 +112,28 @@ def test_event_model_trains_and_scores_through_the_commands(hh4b_path: Path, tmp
     assert sum(len(v) for v in splits.values()) == 36
     for name, part in splits.items():  # every split holds whole events (the split is by event)
         assert len(group_events(part, name)) == len(part) // 2
+
+
+def test_interpret_an_event_run(hh4b_path: Path, tmp_path: Path) -> None:
+    """``jettag interpret`` on an event model: attention maps per class, Grad-CAM, and integrated
+    gradients per constituent and kinematics token that sum to the logit difference (completeness)."""
+    run = tmp_path / "run"
+    assert main(["train", "hh4b_xattn_event", f"data.path={hh4b_path}", "data.split=[0.5,0.25,0.25]",
+                 "model.overrides.dim=20", "train.epochs=1", "train.batch_size=8", "train.progress=false",
+                 "--run-dir", str(run)]) == 0
+    out = tmp_path / "interp"
+    assert main(["interpret", str(run), "--data", str(hh4b_path), "--out", str(out), "--jets", "4",
+                 "--ig-steps", "32"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["events"] == sum(e["events"] for e in stats["per_class"].values()) <= 12
+    for e in stats["per_class"].values():
+        cross = np.array(e["attention"]["cross"])
+        assert cross.shape == (3, 3) and np.allclose(cross.sum(-1), 1, atol=1e-5)  # float32 softmax rows
+    sal = np.load(out / "saliency.npz")
+    total = sal["integrated_gradients_sub"].sum((1, 2)) + sal["integrated_gradients_kin"].sum(1)
+    diff = sal["logit"] - sal["baseline_logit"]
+    # 32 Gauss-Legendre nodes on a smooth path: the quadrature error is far below 2% of the difference
+    assert np.allclose(total, diff, atol=0.02 * max(1.0, np.abs(diff).max()))
+    assert stats["saliency"]["completeness_warning"] is None
+    assert {"attention.png", "gradcam.png", "saliency.png"} <= set(stats["figures"])
+    assert (out / "report.md").read_text().startswith("# jettag interpret: xattn_event (events)")

@@ -37,7 +37,9 @@ from jettag.data.store import JetDataError
 from jettag.errors import UsageError
 from jettag.interpret import drawing
 from jettag.interpret.attention import AttentionSummary, attention_modules, binary_stats, capture_batch
+from jettag.interpret.event import interpret_events
 from jettag.interpret.saliency import attributions
+from jettag.models.event import EventModel
 from jettag.physics import kinematics as kin
 
 MAP_GROUPS = ("particle", "mi")
@@ -47,6 +49,8 @@ NO_ATTENTION = {"LundNet": "EdgeConv message passing over the Lund-tree nodes",
                 "PFN": "a sum of per-particle embeddings"}
 #: integrated gradients: completeness error allowed, relative to max(|logit - baseline logit|, 1)
 IG_TOLERANCE = 0.02
+#: rows (jets) per event in the event stores the event models read
+EVENT_JETS = 2
 GROUP_LABEL = {"particle": "block", "mi": "MI"}
 
 
@@ -180,12 +184,23 @@ def interpret_run(run_dir: str | Path, out: str | Path, data: str | None = None,
     model, cfg = load_run_model(run_dir, which)
     all_jets, class_names, source = load_jets(run_dir, cfg, data)
     labels_all = np.asarray(ak.to_numpy(all_jets["label"]), dtype=np.int64)
-    sel = _select(labels_all, class_names, classes, jets_per_class)
+    events = isinstance(model, EventModel)  # a store row is a jet; an event is its consecutive rows
+    per_class = jets_per_class * (EVENT_JETS if events else 1)
+    sel = _select(labels_all, class_names, classes, per_class)
     if len(sel) == 0:
         raise JetDataError(f"{source}: no jets of the chosen classes")
     jets = all_jets[sel]
     kind = get_kind(model.input_kind)
     tensors = kind.build(jets, cfg["data"], model, "cpu", source=source)
+    if events:
+        out.mkdir(parents=True, exist_ok=True)
+        tol = ig_tolerance if ig_tolerance is not None else IG_TOLERANCE
+        found = interpret_events(model, tensors, class_names, out, cfg["model"]["name"], ig_steps,
+                                 batch_size, tol)
+        stats = {"run": str(run_dir), "data": source, **found}
+        (out / "stats.json").write_text(json.dumps(stats, indent=1))
+        (out / "report.md").write_text(event_report_markdown(stats))
+        return stats
     groups = {g: v for g, v in attention_modules(model).items() if g in MAP_GROUPS}
     use_subjets = bool(groups) and importlib.util.find_spec("fastjet") is not None
     out.mkdir(parents=True, exist_ok=True)
@@ -489,24 +504,37 @@ def _subjet_outputs(out: Path, flows: dict[int, list[dict[str, Any]]], groups: l
     for g in groups:
         cls = [c for c in range(len(class_names)) if class_names[c] in stats]
         within = np.array([stats[class_names[c]][f"{g}_within_per_block"] for c in cls])
-        untrained = (np.array([stats[class_names[c]][f"untrained_{g}_within_per_block"] for c in cls])
-                     if "untrained_" in prefixes else None)
+        untrained = (
+            np.array([stats[class_names[c]][f"untrained_{g}_within_per_block"] for c in cls])
+            if "untrained_" in prefixes
+            else None
+        )
         uniform = np.array([stats[class_names[c]]["uniform_within"] for c in cls])
         path = out / f"subjets_{g}.png"
         names = [f"{class_names[c]} ({stats[class_names[c]]['subjets']} subjets)" for c in cls]
-        drawing.subjet_figure(path, within, uniform, names,
-                              f"{cfg['model']['name']} {g}: attention within own kT subjet", untrained)
+        drawing.subjet_figure(
+            path,
+            within,
+            uniform,
+            names,
+            f"{cfg['model']['name']} {g}: attention within own kT subjet",
+            untrained,
+        )
         figures.append(path.name)
         bw_cls = [c for c in cls if f"{g}_b_to_w_per_block" in stats[class_names[c]]]
         for c in bw_cls:
             e = stats[class_names[c]]
             path = out / f"subjets_bw_{g}_{class_names[c]}.png"
-            drawing.bw_figure(path, {k: np.array(e[f"{g}_{k}_per_block"]) for k in BW_KEYS},
-                              {k: np.array(e[f"untrained_{g}_{k}_per_block"]) for k in BW_KEYS}
-                              if "untrained_" in prefixes else None,
-                              {k: e[f"uniform_{k}"] for k in BW_KEYS},
-                              f"{cfg['model']['name']} {g}, {class_names[c]}: b/W subjets "
-                              f"({e['b_subjet']}, {e['bw_jets']} jets)")
+            drawing.bw_figure(
+                path,
+                {k: np.array(e[f"{g}_{k}_per_block"]) for k in BW_KEYS},
+                {k: np.array(e[f"untrained_{g}_{k}_per_block"]) for k in BW_KEYS}
+                if "untrained_" in prefixes
+                else None,
+                {k: e[f"uniform_{k}"] for k in BW_KEYS},
+                f"{cfg['model']['name']} {g}, {class_names[c]}: b/W subjets "
+                f"({e['b_subjet']}, {e['bw_jets']} jets)",
+            )
             figures.append(path.name)
     return stats
 
@@ -515,57 +543,124 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
+def event_report_markdown(stats: dict[str, Any]) -> str:
+    """A short Markdown summary of an event model's ``stats`` (``interpret_events``)."""
+    lines = [
+        f"# jettag interpret: {stats['model']} (events)",
+        "",
+        f"Run `{stats['run']}`, data {stats['data']}; events: {stats['events']}",
+        "",
+        "Mean integrated gradients of the true class's logit per kinematics token (jet 1, jet 2, sum) and "
+        "summed over all constituents; mean Grad-CAM per kinematics token:",
+        "",
+    ]
+    for c, e in stats["per_class"].items():
+        lines.append(
+            f"- {c} ({e['events']} events): IG tokens "
+            + ", ".join(_fmt(x) for x in e["integrated_gradients_kin"])
+            + f"; IG constituents {_fmt(e['integrated_gradients_sub_total'])}"
+            + (
+                f"; Grad-CAM tokens {', '.join(_fmt(x) for x in e['grad_cam_kin'])}"
+                if e["grad_cam_kin"] is not None
+                else ""
+            )
+        )
+    sal = stats["saliency"]
+    lines += [
+        "",
+        f"Integrated gradients: {sal['ig_steps']} Gauss-Legendre nodes, largest relative completeness "
+        f"error {_fmt(sal['completeness_max_rel_error'])}"
+        + (f". **{sal['completeness_warning']}**" if sal["completeness_warning"] else ""),
+        "",
+        *[f"![{f}]({f})" for f in stats["figures"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def report_markdown(stats: dict[str, Any]) -> str:
     """A short Markdown summary of ``stats``."""
-    lines = [f"# jettag interpret: {stats['model']}", "",
-             f"Run `{stats['run']}`, data {stats['data']}; jets per class: "
-             + ", ".join(f"{c} {n}" for c, n in stats["jets"].items()), ""]
+    lines = [
+        f"# jettag interpret: {stats['model']}",
+        "",
+        f"Run `{stats['run']}`, data {stats['data']}; jets per class: "
+        + ", ".join(f"{c} {n}" for c, n in stats["jets"].items()),
+        "",
+    ]
     if stats.get("attention") is None:
         lines += [f"No attention maps: {stats['no_attention_reason']}.", ""]
     else:
-        lines += ["## Binary attention (largest weight per query, all blocks and heads pooled)", "",
-                  "| group | model | mean max | frac > 0.5 | frac > 0.9 | > 0.5 on another "
-                  "| > 0.9 on another | max on self | mean entropy | uniform entropy |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Binary attention (largest weight per query, all blocks and heads pooled)",
+            "",
+            "| group | model | mean max | frac > 0.5 | frac > 0.9 | > 0.5 on another "
+            "| > 0.9 on another | max on self | mean entropy | uniform entropy |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, groups in stats["attention"].items():
             for g, entry in groups.items():
                 a = entry["all"]
-                keys = ("mean_max", "frac_max_gt_0.5", "frac_max_gt_0.9", "frac_max_gt_0.5_on_other",
-                        "frac_max_gt_0.9_on_other", "frac_max_on_self", "mean_entropy")
+                keys = (
+                    "mean_max",
+                    "frac_max_gt_0.5",
+                    "frac_max_gt_0.9",
+                    "frac_max_gt_0.5_on_other",
+                    "frac_max_gt_0.9_on_other",
+                    "frac_max_on_self",
+                    "mean_entropy",
+                )
                 cells = [np.mean(a[k]) for k in keys]
-                lines.append(f"| {g} | {name} | " + " | ".join(_fmt(x) for x in cells)
-                             + f" | {_fmt(a['uniform_entropy'])} |")
+                lines.append(
+                    f"| {g} | {name} | "
+                    + " | ".join(_fmt(x) for x in cells)
+                    + f" | {_fmt(a['uniform_entropy'])} |"
+                )
         lines.append("")
         if stats.get("subjets"):
-            lines += ["## Subjets (exclusive kT; attention mass a query puts on its own subjet, block means)",
-                      ""]
+            lines += [
+                "## Subjets (exclusive kT; attention mass a query puts on its own subjet, block means)",
+                "",
+            ]
             for c, e in stats["subjets"].items():
                 for key, v in e.items():
                     if key.endswith("_per_block"):
-                        lines.append(f"- {c} ({e['subjets']} subjets, {e['jets']} jets) {key}: "
-                                     + ", ".join(_fmt(x) for x in v))
+                        lines.append(
+                            f"- {c} ({e['subjets']} subjets, {e['jets']} jets) {key}: "
+                            + ", ".join(_fmt(x) for x in v)
+                        )
                 lines.append(f"- {c}: uniform attention would give {_fmt(e['uniform_within'])} within")
                 if e.get("uniform_b_to_w") is not None:
-                    lines.append(f"- {c}: b/W subjets from {e['b_subjet']}"
-                                 + (" (generator truth: subjets nearest the top's b and the W's quarks)"
-                                    if e["b_subjet"] == "truth" else
-                                    " (kinematic candidate: the store has no truth partons; the b is the "
-                                    "subjet left out of the pair whose mass is closest to m_W)")
-                                 + f", {e['bw_jets']} jets (sources {e['b_subjet_jets']}); uniform "
-                                 f"attention would give b->W {_fmt(e['uniform_b_to_w'])}, W->b "
-                                 f"{_fmt(e['uniform_w_to_b'])}, W->other W {_fmt(e['uniform_w_to_w'])}"
-                                 + (f"; the kinematic candidate is the truth b in "
-                                    f"{_fmt(e['kinematic_candidate_agrees'])} of them"
-                                    if "kinematic_candidate_agrees" in e else ""))
+                    lines.append(
+                        f"- {c}: b/W subjets from {e['b_subjet']}"
+                        + (
+                            " (generator truth: subjets nearest the top's b and the W's quarks)"
+                            if e["b_subjet"] == "truth"
+                            else " (kinematic candidate: the store has no truth partons; the b is the "
+                            "subjet left out of the pair whose mass is closest to m_W)"
+                        )
+                        + f", {e['bw_jets']} jets (sources {e['b_subjet_jets']}); uniform "
+                        f"attention would give b->W {_fmt(e['uniform_b_to_w'])}, W->b "
+                        f"{_fmt(e['uniform_w_to_b'])}, W->other W {_fmt(e['uniform_w_to_w'])}"
+                        + (
+                            f"; the kinematic candidate is the truth b in "
+                            f"{_fmt(e['kinematic_candidate_agrees'])} of them"
+                            if "kinematic_candidate_agrees" in e
+                            else ""
+                        )
+                    )
             lines.append("")
     s = stats["saliency"]
-    lines += ["## Saliency", "",
-              f"Integrated gradients ({s.get('ig_rule', 'gauss')} rule, "
-              f"{'/'.join(map(str, s['ig_steps'] or []))} nodes) completeness: "
-              f"max |sum of attributions - (logit - baseline logit)| = "
-              f"{s['completeness_max_abs_error']:.2g}, relative to max(|logit - baseline logit|, 1) "
-              f"{s['completeness_max_rel_error']:.2g} (tolerance {s['completeness_tolerance']:g}; mean "
-              f"|logit - baseline logit| {s['completeness_mean_abs_diff']:.3g}).", ""]
+    lines += [
+        "## Saliency",
+        "",
+        f"Integrated gradients ({s.get('ig_rule', 'gauss')} rule, "
+        f"{'/'.join(map(str, s['ig_steps'] or []))} nodes) completeness: "
+        f"max |sum of attributions - (logit - baseline logit)| = "
+        f"{s['completeness_max_abs_error']:.2g}, relative to max(|logit - baseline logit|, 1) "
+        f"{s['completeness_max_rel_error']:.2g} (tolerance {s['completeness_tolerance']:g}; mean "
+        f"|logit - baseline logit| {s['completeness_mean_abs_diff']:.3g}).",
+        "",
+    ]
     if s.get("completeness_warning"):
         lines += [f"**Warning:** {s['completeness_warning']}.", ""]
     lines += ["Figures: " + ", ".join(stats["figures"]), ""]
