@@ -20,7 +20,9 @@ import argparse
 import collections
 import fnmatch
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -122,6 +124,20 @@ def _selected(status: dict[str, str], target: Target) -> dict[str, str]:
     return {k: v for k, v in status.items() if any(fnmatch.fnmatch(k, p) for p in target.patterns)}
 
 
+def _sample(status: dict[str, str], target: Target, n: int, seed: int) -> list[str]:
+    """A seeded random sample of n of the target's mutants (the same names for the same file)."""
+    names = sorted(_selected(status, target))
+    return sorted(random.Random(seed).sample(names, min(n, len(names))))
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (the sampled score's uncertainty)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="summarise an earlier run in --workdir")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="run a random sample of N of the module's mutants (seeded; a workdir that "
+                             "exists is kept, and mutants already checked there are not run again); the "
+                             "score is then over the sample, with its 95%% interval")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     parser.add_argument("--rerun", action="store_true",
                         help="in an earlier run's --workdir: take the tests as they are now and rerun only "
                              "the mutants that were not killed")
@@ -150,6 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             subprocess.run([mutmut, "run", "--max-children", str(args.max_children), *left],
                            cwd=workdir, env=env, check=False)
+    elif args.sample and not args.report_only:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        if not (workdir / "mutants").is_dir():
+            workdir.mkdir(parents=True, exist_ok=True)
+            _copy_tree(workdir)
+            pyproject = workdir / "pyproject.toml"
+            pyproject.write_text(_narrowed_pyproject(pyproject.read_text(), target))
+            # generate the mutants and collect which tests reach each function; runs no mutant
+            subprocess.run([mutmut, "run", "--max-children", "1", "jettag.no-such-mutant"], cwd=workdir,
+                           env=env, check=False)
+        known = results(workdir, mutmut)
+        todo = [k for k in _sample(known, target, args.sample, args.seed) if known[k] == "not checked"]
+        if todo:
+            subprocess.run([mutmut, "run", "--max-children", str(args.max_children), *todo],
+                           cwd=workdir, env=env, check=False)
     elif not args.report_only:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -160,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([mutmut, "run", "--max-children", str(args.max_children), *target.patterns],
                        cwd=workdir, env=env, check=False)
     status = _selected(results(workdir, mutmut), target)
+    if args.sample:
+        status = {k: status[k] for k in _sample(status, target, args.sample, args.seed)}
     counts = collections.Counter(status.values())
     killed, survived = counts.get("killed", 0), counts.get("survived", 0)
     reached = killed + survived
@@ -168,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if reached:
         print(f"score: killed/(killed+survived) = {killed}/{reached} = {100 * killed / reached:.1f}%")
+        if args.sample:
+            lo, hi = _wilson(killed, reached)
+            print(f"sample of {len(status)} (seed {args.seed}): 95% Wilson interval "
+                  f"{100 * lo:.1f}-{100 * hi:.1f}%")
     for name, st in sorted(status.items()):
         if st != "killed":
             print(f"  {st:12s} {name}")
