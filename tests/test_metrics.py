@@ -218,6 +218,11 @@ def test_multiclass_skips_absent_classes_and_uses_the_given_background() -> None
     want = _reference_rejection(sig[:, 0] / (sig[:, 0] + sig[:, 1]), bkg[:, 0] / (bkg[:, 0] + bkg[:, 1]), 0.5)
     assert out_b["rej50_QCD"] == pytest.approx(want, rel=1e-12)
     assert M.evaluate_scores(labels, probs, classes) == out
+    # a class with a single jet still counts in the macro AUC (as in scikit-learn)
+    one = np.r_[labels[:200], 2]
+    got = M.multiclass_metrics(one, probs[:201], classes)["auc"]
+    want_one = np.mean([roc_auc_score(one == k, probs[:201, k]) for k in (0, 1, 2, 3)])
+    assert got == pytest.approx(want_one, abs=1e-12)  # summation order only
     # no background jet at all: no Rej key; one class only: no AUC
     only_sig = M.multiclass_metrics(np.array([1, 1, 3]), probs[:3], classes)
     assert set(only_sig) == {"acc", "auc"}
@@ -268,6 +273,9 @@ def test_confusion_counts_and_empty_rows() -> None:
     np.testing.assert_array_equal(M.normalise_confusion(asym, "pred"), [[1, 2 / 3], [0, 1 / 3]])
     with pytest.raises(KeyError):
         M.normalise_confusion(asym, "rows")
+    # labels and predictions read back as floats (a predictions file) count the same
+    np.testing.assert_array_equal(M.confusion_matrix(labels.astype(np.float64), pred.astype(np.float32), 3),
+                                  counts)
 
 
 def test_mean_std_one_run_and_partial_keys() -> None:

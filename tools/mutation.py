@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     mutmut = str(Path(sys.executable).parent / "mutmut")
     started = time.monotonic()
     if args.rerun:
-        left = [k for k, v in _selected(results(workdir, mutmut), target).items() if v != "killed"]
+        left = [k for k, v in _selected(results(workdir, mutmut), target).items()
+                if v not in ("killed", "not checked")]
         for dest in (workdir / "tests", workdir / "mutants" / "tests"):
             shutil.copytree(ROOT / "tests", dest, dirs_exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS="1")
