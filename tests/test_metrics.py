@@ -286,3 +286,18 @@ def test_mean_std_one_run_and_partial_keys() -> None:
     # sample std (ddof 1) of 1, 2, 4: mean 7/3, sum of squares 14/3 over 2
     assert three["auc"][0] == pytest.approx(7 / 3, abs=1e-15)
     assert three["auc"][1] == pytest.approx(math.sqrt(7 / 3), rel=1e-12)
+
+
+def test_efficiency_on_a_roc_point_reads_its_fpr_exactly() -> None:
+    """Background 10 10, then a tied block (signal + three background) at 9, then signal + background
+    at 0: ROC points (0, 0) (2/6, 0) (5/6, 1/2) (1, 1). TPR 0.5 is a point of the curve, so FPR is
+    read off as 5/6 exactly; interpolating from (2/6, 0) would give 2/6 + 3/6 = 0.8333333333333333,
+    one ulp below 5/6 (bit-exact comparison on purpose)."""
+    y = np.array([0, 0, 1, 0, 0, 0, 1, 0])
+    s = np.array([10, 10, 9, 9, 9, 9, 0, 0], dtype=np.uint8)
+    fpr, tpr, thr = M.roc_curve(y, s)
+    assert fpr.tolist() == [0.0, 2 / 6, 5 / 6, 1.0] and tpr.tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert thr.dtype == np.float64 and thr.tolist() == [math.inf, 10.0, 9.0, 0.0]
+    assert M.fpr_at_tpr(fpr, tpr, 0.5) == 5 / 6
+    # unsigned integer scores are ranked as numbers (negating a uint8 wraps: -0 would rank first)
+    assert M.auc(y, s) == pytest.approx(roc_auc_score(y, s.astype(float)), abs=1e-12)
