@@ -116,3 +116,23 @@ def test_value_attention_is_probs_times_values_per_head() -> None:
     want = (probs.double() @ v).transpose(1, 2).reshape(B, P, D)
     torch.testing.assert_close(out.double(), want, rtol=0, atol=ATOL)
     torch.testing.assert_close(record[0], probs, rtol=0, atol=0)
+
+
+def test_probabilities_are_cast_to_the_value_dtype() -> None:
+    """In a float64 layer the recorded probabilities stay float32 and are cast to the values' dtype
+    before the product (float32 probabilities: 1e-6 against the float64 reference)."""
+    torch.manual_seed(8)
+    attn = Attention(D, H).double().eval()
+    x, bias, mask = _inputs(9)
+    attn.record = []
+    with torch.no_grad():
+        out = attn(x.double(), None, key_padding_bias(bias, mask, torch.float64))
+    assert out.dtype == torch.float64 and attn.record[0].dtype == torch.float32
+    torch.testing.assert_close(out, _reference(attn, x, x, bias, mask), rtol=0, atol=1e-6)
+    layer = ValueAttention(D, H).double().eval()
+    probs = torch.softmax(key_padding_bias(bias, mask, torch.float32), dim=-1)
+    with torch.no_grad():
+        got = layer(x.double(), probs)
+    v = (x.double() @ layer.vv.weight.T).view(B, P, H, D // H).transpose(1, 2)
+    want = (probs.double() @ v).transpose(1, 2).reshape(B, P, D)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)  # float32 probs widened exactly
