@@ -82,3 +82,13 @@ def test_flat_column() -> None:
         C._flat_column(ak.Array([[1.0], [2.0]]), "jet_pt", "f", 0)
     with pytest.raises(JetDataError, match=r"^f: field 'jet_pt' must hold real numbers"):
         C._flat_column(["a", "b"], "jet_pt", "f", 0)
+
+
+def test_one_hot_message_is_the_same_for_integer_and_float_columns() -> None:
+    """ROOT files store the one-hot columns as integers, HDF5/parquet often as floats: the error names
+    the values the same way (as floats) whichever it was."""
+    for dtype in (np.int32, np.float32):
+        onehot = np.array([[0, 1, 0], [1, 1, 0]], dtype=dtype)
+        with pytest.raises(JetDataError, match=r"at row 1 \(values \{'label_QCD': 1\.0, 'label_Hbb': 1\.0, "
+                                               r"'label_Tbl': 0\.0\}\)$"):
+            C._one_hot_to_label(onehot, NAMES, "f", 0)

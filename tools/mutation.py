@@ -57,7 +57,7 @@ MODULES: dict[str, Target] = {
     ),
     "reader-labels": Target(
         "src/jettag/data/formats/common.py",
-        ("tests/test_reader_labels.py", "tests/test_raises_readers.py", "tests/test_error_paths.py"),
+        ("tests/test_reader_labels.py", "tests/test_raises_readers.py"),
         patterns=(
             "jettag.data.formats.common.x__row_of_flat*",
             "jettag.data.formats.common.x__first_row*",
