@@ -136,3 +136,8 @@ def test_probabilities_are_cast_to_the_value_dtype() -> None:
     v = (x.double() @ layer.vv.weight.T).view(B, P, H, D // H).transpose(1, 2)
     want = (probs.double() @ v).transpose(1, 2).reshape(B, P, D)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)  # float32 probs widened exactly
+
+
+def test_heads_must_divide_the_width() -> None:
+    with pytest.raises(ValueError, match=r"^embed_dim 10 is not divisible by num_heads 3$"):
+        Attention(10, 3)

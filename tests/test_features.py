@@ -283,6 +283,8 @@ def test_error_messages_exact_and_jet_rows_counted_from_offsets():
             r"check that jet's momenta/energies$")
     with pytest.raises(JetDataError, match=want):
         particle_features(bad_e, "kin", source="y.parquet")
+    with pytest.raises(JetDataError, match=r"^<memory>: feature 'part_e_log' is not finite"):
+        particle_features(bad_e, "kin")  # jets built in memory are named as such
     with pytest.raises(ValueError, match=r"^max_len must be >= 1, got 0$"):
         particle_features(jets, "kin", max_len=0)
     with pytest.raises(JetDataError, match=r"^z: field 'label' is missing \(present: \["):
