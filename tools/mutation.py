@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     parser.add_argument("--rerun", action="store_true",
                         help="in an earlier run's --workdir: take the tests as they are now and rerun only "
-                             "the mutants that were not killed")
+                             "the mutants that were not killed (mutmut keeps a mutant's earlier result when "
+                             "the tests that reach it did not change)")
     args = parser.parse_args(argv)
     if args.list or args.module is None:
         for name, t in MODULES.items():
