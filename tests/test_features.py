@@ -258,3 +258,63 @@ def test_kin_matches_weaver_core_preprocessing(tmp_path):
         np.testing.assert_allclose(x["pf_points"][:, :n], ours["points"][k, :, :n], rtol=1e-5, atol=1e-5)
         assert y["_label_"] == 1 - ours["label"][k]  # weaver's one-hot [isTop, isQCD] -> argmax
     assert seen == set(range(40))
+
+
+def test_error_messages_exact_and_jet_rows_counted_from_offsets():
+    """The whole message: particle counts, the first bad jet's row (found through the offsets, so
+    jets before it with other particle counts must be counted right), the feature set's name."""
+    from jettag.data.features import _jet_of_flat_index
+
+    offsets = np.array([0, 3, 3, 5, 9])  # jet 1 empty
+    assert [_jet_of_flat_index(offsets, i) for i in (0, 2, 3, 4, 5, 8)] == [0, 0, 2, 2, 3, 3]
+    jets = random_jets(6, seed=2, min_len=3, max_len=5)
+    pid = ak.to_list(jets["part_pid"])
+    pid[4][1] = pid[4][2] = pid[5][0] = 0
+    bad_pid = ak.with_field(jets, ak.values_astype(ak.Array(pid), np.int32), "part_pid")
+    want = (r"^x\.parquet: field 'part_pid' is 0 \(unknown particle id\) for 3 particle\(s\), first in jet "
+            r"at row 4; feature set 'kinpid' needs particle ids \(use 'kin' for this dataset\)$")
+    with pytest.raises(JetDataError, match=want):
+        particle_features(bad_pid, "kinpid", source="x.parquet")
+    e = ak.to_list(jets["part_energy"])
+    e[3][0] = e[3][1] = float("nan")
+    e[5][2] = float("nan")
+    bad_e = ak.with_field(jets, ak.values_astype(ak.Array(e), np.float32), "part_energy")
+    want = (r"^y\.parquet: feature 'part_e_log' is not finite for 3 particle\(s\), first in jet at row 3; "
+            r"check that jet's momenta/energies$")
+    with pytest.raises(JetDataError, match=want):
+        particle_features(bad_e, "kin", source="y.parquet")
+    with pytest.raises(JetDataError, match=r"^<memory>: feature 'part_e_log' is not finite"):
+        particle_features(bad_e, "kin")  # jets built in memory are named as such
+    with pytest.raises(ValueError, match=r"^max_len must be >= 1, got 0$"):
+        particle_features(jets, "kin", max_len=0)
+    with pytest.raises(JetDataError, match=r"^z: field 'label' is missing \(present: \["):
+        build_inputs(jets[["part_px", "part_py", "part_pz", "part_energy"]], "kin", source="z")
+
+
+def test_table_extra_rows_fields_and_pad_flat():
+    from jettag.data.features import pad_flat, particle_table, required_fields
+
+    assert required_fields("kin") == ["part_px", "part_py", "part_pz", "part_energy",
+                                      "jet_pt", "jet_eta", "jet_phi", "jet_energy"]
+    assert required_fields("kinpid")[-2:] == ["part_pid", "part_charge"]
+    assert required_fields("full")[-4:] == ["part_d0val", "part_d0err", "part_dzval", "part_dzerr"]
+    jets = random_jets(5, seed=4, min_len=2, max_len=6)
+    table, offsets = particle_table(jets, "kin", extra_rows=3)
+    feats, vecs, offsets2 = particle_features(jets, "kin")
+    n = int(offsets[-1])
+    assert table.shape == (n + 3, 7 + 4) and table.dtype == np.float32
+    assert not table[n:].any()  # the rows the loader points padding at are zeros
+    np.testing.assert_array_equal(table[:n, :7], feats)
+    np.testing.assert_array_equal(table[:n, 7:], vecs)
+    np.testing.assert_array_equal(offsets, offsets2)
+    assert offsets.dtype == np.int64 and offsets[0] == 0
+    values = np.arange(10, dtype=np.float32).reshape(5, 2)
+    out = pad_flat(values, np.array([0, 2, 2, 5]), 4)
+    assert out.shape == (3, 2, 4)
+    np.testing.assert_array_equal(out[0], [[0, 2, 0, 0], [1, 3, 0, 0]])
+    assert not out[1].any()
+    np.testing.assert_array_equal(out[2], [[4, 6, 8, 0], [5, 7, 9, 0]])
+    # offsets of a slice of a longer table (first jet starting at row 2)
+    np.testing.assert_array_equal(pad_flat(values[2:], np.array([2, 5]), 3)[0], [[4, 6, 8], [5, 7, 9]])
+    with pytest.raises(ValueError, match=r"^a jet has 3 particles, more than the padded length 2$"):
+        pad_flat(values, np.array([0, 2, 2, 5]), 2)

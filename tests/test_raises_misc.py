@@ -175,3 +175,62 @@ def test_lookahead_state_with_other_slow_weights() -> None:
 def test_generate_spec_named(spec: str, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         parse_generate(spec)
+
+
+# ------------------------------------------------------------------ refusals reached by direct calls
+def test_transfer_method_and_lr_factor_refused() -> None:
+    from jettag.studies.transfer import parse_group
+    from jettag.train.transfer import transfer_overrides
+
+    with pytest.raises(ValueError, match=r"^fine-tuning lr factor must be > 0, got 0$"):
+        transfer_overrides("finetune", 1e-3, 0)
+    with pytest.raises(ValueError, match=r"^unknown transfer method 'thaw'; known: "):
+        transfer_overrides("thaw", 1e-3)
+    with pytest.raises(ValueError, match=r"^not a transfer group name: 'nonsense'$"):
+        parse_group("nonsense")
+
+
+def test_generation_plan_shard_and_detector_refused(tmp_path) -> None:
+    from jettag.data.generate.detector import apply_detector
+    from jettag.data.generate.recipes import get_recipe
+    from jettag.data.generate.runner import plan
+    from jettag.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^--shard 3 outside 0\.\.1$"):
+        plan(get_recipe("top"), 10, tmp_path, shards=[3], num_shards=2)
+    with pytest.raises(ValueError, match=r"^unknown detector 'cms'; choose one of \['none', 'simple'\]$"):
+        apply_detector("cms", None, np.random.default_rng(0))  # type: ignore[arg-type]
+
+
+def test_lund_inputs_of_the_wrong_shape_refused() -> None:
+    from jettag.data.kinds.lund import LundGraphData
+
+    z = torch.zeros(0)
+    with pytest.raises(ValueError, match=r"^node_offsets and edge_offsets must have n_jets \+ 1 entries$"):
+        LundGraphData(torch.zeros(3, 5), torch.tensor([0, 3]), torch.zeros(0, 2), torch.tensor([0, 0]),
+                      torch.tensor([0, 1]))
+    model = create_model("lundnet5", num_classes=2, features="kin")
+    with pytest.raises(ValueError, match=r"^LundNet: features must be \(nodes, 5\), got \(4, 3\)$"):
+        model.forward_features(torch.zeros(4, 3), z.long(), z.long(), z.long())
+
+
+def test_attention_capture_needs_eval_mode() -> None:
+    from jettag.models.layers import capture_attention
+
+    model = create_model("part", num_classes=2, features="kin", embed_dims=[8], pair_embed_dims=[4],
+                         num_heads=1, num_layers=1, num_cls_layers=1)
+    with pytest.raises(ValueError, match=r"^capture_attention needs the model in eval mode"), \
+            capture_attention(model.train()):
+        pass
+
+
+def test_weaver_interop_refusals(tmp_path) -> None:
+    from jettag.models.weaver import WeaverCheckpointError, read_weaver_checkpoint, to_weaver_state_dict
+
+    pattern = r"^weaver interop supports ParticleTransformer and ParticleNet, not PFN$"
+    with pytest.raises(TypeError, match=pattern):
+        to_weaver_state_dict(create_model("pfn", num_classes=2, features="kin"))
+    path = tmp_path / "list.pt"
+    torch.save([torch.ones(2)], path)
+    with pytest.raises(WeaverCheckpointError, match=r"list\.pt: expected a state dict of tensors, got list$"):
+        read_weaver_checkpoint(path)
