@@ -149,6 +149,36 @@ class PairLayer(nn.Module):
         return self.act(self.bn(self.linear(x), mask, channel_last=True))
 
 
+class _ScatterPairs(torch.autograd.Function):
+    """Values (N, C) of lower-triangle pairs (b, i, j), i >= j, into a symmetric (B, C, P, P) tensor
+    (zero elsewhere), written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor
+    so that the softmax / attention bias downstream reads rows without a layout copy.
+
+    Backward gathers the gradient at (i, j) and at (j, i) (the diagonal once) from one channel-last
+    copy of it, where autograd's two ``index_put_`` would clone and re-zero the whole gradient twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bidx: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, b: int,
+                n: int) -> torch.Tensor:
+        y = x.new_zeros(b, x.shape[-1], n, n)
+        view = y.permute(0, 2, 3, 1)
+        view.index_put_((bidx, ii, jj), x)
+        view.index_put_((bidx, jj, ii), x)
+        ctx.save_for_backward(bidx, ii, jj)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
+        bidx, ii, jj = ctx.saved_tensors
+        _, c, n, _ = grad.shape
+        rows = grad.permute(0, 2, 3, 1).contiguous().view(-1, c)  # (B * P * P, C)
+        base = bidx * (n * n)
+        below = rows.index_select(0, base + ii * n + jj)
+        above = rows.index_select(0, base + jj * n + ii).masked_fill_((ii == jj).unsqueeze(-1), 0.0)
+        return below.add_(above), None, None, None, None, None
+
+
 class PairEmbed(nn.Module):
     """Pair embedding U = MLP(BN(pair features)) on the lower triangle, mirrored at the end.
 
@@ -195,13 +225,7 @@ class PairEmbed(nn.Module):
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
-                # written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor, so
-                # the softmax / attention bias downstream reads rows without a layout copy
-                y = x.new_zeros(b, x.shape[-1], n, n)
-                view = y.permute(0, 2, 3, 1)
-                view.index_put_((bidx, ii, jj), x)
-                view.index_put_((bidx, jj, ii), x)
-                outs.append(y)
+                outs.append(_ScatterPairs.apply(x, bidx, ii, jj, b, n))
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
