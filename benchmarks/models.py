@@ -395,14 +395,21 @@ def main() -> int:
         result["pairs"].setdefault(name, {}).update(entry)
         ratios = {k: v for k, v in entry.items() if k.startswith("ratio")}
         print(name, json.dumps(ratios or entry), flush=True)
+        table = write_results(result, args, cuda, done=name == args.models[-1])
+    print(table)
+    return 0
+
+
+def write_results(result: dict, args: argparse.Namespace, cuda: bool, done: bool) -> str:
+    """Write the JSON and the table after every pair, so an interrupted run keeps what it measured."""
     if not cuda:
         result["gpu"] = "owed: no GPU in this session; rerun this script on a CUDA machine (bf16 autocast)."
     result["uptime_end"] = uptime()
+    result["complete"] = done
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)
     Path(args.table).write_text(table)
-    print(table)
-    return 0
+    return table
 
 
 def markdown_table(result: dict) -> str:
@@ -411,6 +418,8 @@ def markdown_table(result: dict) -> str:
              f"{result['machine']['nproc']} cores, torch {result['machine']['torch']}, "
              f"{result['settings']['threads']} threads, {result['settings']['precision']}  ",
              f"Load: {result['uptime_start']} -> {result['uptime_end']}", "",
+             *([] if result.get("complete", True)
+               else ["**Run interrupted: only the pairs below were measured.**", ""]),
              "| model | reference | train jets/s (ref -> jettag) | ratio | infer jets/s (ref -> jettag) "
              "| ratio | train peak MiB (ref -> jettag) |",
              "|---|---|---|---|---|---|---|"]
