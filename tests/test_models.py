@@ -8,7 +8,14 @@ import torch.nn.functional as F
 
 from jettag.data.kinds.particles import example_inputs
 from jettag.models import create_model, feature_dim, list_models
-from jettag.models.layers import MaskedBatchNorm, PairEmbed, ValueAttention, dropout_keep_mask
+from jettag.models.layers import (
+    Attention,
+    MaskedBatchNorm,
+    PairEmbed,
+    ValueAttention,
+    dropout,
+    dropped_positions,
+)
 from jettag.models.profile import count_parameters, flops_per_jet
 
 ALL = ["concat_event", "lundnet3", "lundnet5", "mipart", "mipart_l", "mixer_event", "part", "particlenet",
@@ -107,31 +114,90 @@ def test_mi_softmax_rows_sum_to_one_over_real_particles(models):
         torch.testing.assert_close(probs[b, :, :n, :n], expect)
 
 
+def _keep(shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
+    """The keep mask (1.0 kept, 0.0 dropped) that ``dropped_positions`` draws after manual_seed(seed)."""
+    torch.manual_seed(seed)
+    keep = torch.ones(shape).view(-1)
+    keep[dropped_positions(keep.numel(), p)] = 0.0
+    return keep.view(shape)
+
+
+def test_dropped_positions_are_an_independent_bernoulli_process():
+    """Every element dropped independently with probability p: the rate, neighbours, distant elements,
+    the two halves of the array and two successive draws all agree with i.i.d. Bernoulli(p)."""
+    p, n = 0.1, 1_000_000
+    torch.manual_seed(6)
+    masks = []
+    for _ in range(2):
+        pos = dropped_positions(n, p)
+        assert pos.dtype == torch.int64 and bool((pos[1:] > pos[:-1]).all()) and 0 <= pos[0] and pos[-1] < n
+        m = torch.zeros(n)
+        m[pos] = 1.0
+        masks.append(m)
+
+    def near(rate: float, q: float, count: int) -> bool:  # within 5 standard deviations of q
+        return abs(rate - q) < 5 * (q * (1 - q) / count) ** 0.5
+
+    for m in masks:  # sd of the rate ~3e-4; of a pair rate ~1e-4
+        assert near(m.mean().item(), p, n)
+        assert near(m[: n // 2].mean().item(), p, n // 2) and near(m[n // 2:].mean().item(), p, n // 2)
+        for lag in (1, 2, 7, 1000):  # P(both dropped) = p^2 at every distance
+            assert near((m[lag:] * m[:-lag]).mean().item(), p * p, n - lag)
+    assert near((masks[0] * masks[1]).mean().item(), p * p, n)  # a fresh mask on every call
+    torch.manual_seed(6)
+    assert torch.equal(dropped_positions(n, p), masks[0].nonzero()[:, 0])  # the generator's state fixes it
+    assert dropped_positions(0, p).numel() == 0 and dropped_positions(10, 0.0).numel() == 0
+
+
 def test_mi_attention_dropout_is_an_independent_scaled_bernoulli_mask():
-    """Training-mode MI attention = softmax(U1) * keep / (1 - p) @ V, keep ~ Bernoulli(1 - p) per element,
-    drawn from torch's generator (uniform u, kept iff u >= p), a fresh mask on every call."""
+    """Training-mode MI attention = softmax(U1) * keep / (1 - p) @ V with the keep mask of
+    ``dropped_positions`` (torch's generator), and no dropout in eval mode."""
     p, (b, h, n) = 0.25, (3, 4, 9)
     attn = ValueAttention(8, h, dropout=p).train()
     x = torch.randn(b, n, 8)
     probs = torch.softmax(torch.randn(b, h, n, n), -1)
     torch.manual_seed(5)
     got = attn(x, probs)
-    torch.manual_seed(5)
-    keep = torch.empty(b, h, n, n).uniform_() >= p
+    keep = _keep((b, h, n, n), p, 5)
     v = attn.vv(x).view(b, n, h, 2).transpose(1, 2)
     expect = torch.matmul(probs * keep / (1 - p), v).transpose(1, 2).reshape(b, n, 8)
     # float32: the 1/(1-p) scale is applied after the product instead of before
     torch.testing.assert_close(got, expect, atol=1e-6, rtol=1e-6)
-    # the same module in eval mode: no dropout
     torch.testing.assert_close(attn.eval()(x, probs), torch.matmul(probs, v).transpose(1, 2).reshape(b, n, 8))
-    torch.manual_seed(6)
-    masks = [dropout_keep_mask(torch.Size([400_000]), p, x) for _ in range(2)]
-    for m in masks:  # keep rate 0.75 within 5 standard deviations (sd ~ 7e-4)
-        assert set(m.unique().tolist()) == {0.0, 1.0}
-        assert abs(m.mean().item() - (1 - p)) < 5 * (p * (1 - p) / m.numel()) ** 0.5
-    # two draws are independent: P(both kept) = (1 - p)^2
-    both = (masks[0] * masks[1]).mean().item()
-    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / masks[0].numel()) ** 0.5
+
+
+def test_attention_and_block_dropout_are_scaled_bernoulli_masks():
+    """ParT's training attention (explicit softmax + ``dropout_matmul``) equals SDPA's product with the
+    same mask, and ``layers.dropout`` is x * keep / (1 - p); both pass gradcheck with a fixed seed."""
+    p, (b, t, d, h) = 0.2, (2, 7, 8, 2)
+    attn = Attention(d, h, dropout=p).double().train()
+    x = torch.randn(b, t, d, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(b, h, t, t, dtype=torch.double)
+    bias[:, :, :, -2:] = float("-inf")  # two padded keys
+    torch.manual_seed(3)
+    got = attn(x, None, bias)
+    q, k, v = F.linear(x, attn.in_proj.weight, attn.in_proj.bias).split(d, dim=-1)
+    q, k, v = (z.view(b, t, h, d // h).transpose(1, 2) for z in (q, k, v))
+    probs = torch.softmax(q @ k.transpose(-1, -2) / (d // h) ** 0.5 + bias, -1)
+    keep = _keep((b, h, t, t), p, 3).double()
+    expect = attn.out_proj(((probs * keep / (1 - p)) @ v).transpose(1, 2).reshape(b, t, d))
+    torch.testing.assert_close(got, expect)  # float64: summation order only
+
+    def f(x):
+        torch.manual_seed(4)  # the same mask on every evaluation
+        return attn(x, None, bias)
+
+    assert torch.autograd.gradcheck(f, (x,))
+    y = torch.randn(5, 11, dtype=torch.double, requires_grad=True)
+    torch.manual_seed(8)
+    torch.testing.assert_close(dropout(y, p, True), y * _keep((5, 11), p, 8).double() / (1 - p))
+    assert dropout(y, p, False) is y
+
+    def g(y):
+        torch.manual_seed(9)
+        return dropout(y, p, True)
+
+    assert torch.autograd.gradcheck(g, (y,))
 
 
 def test_mi_attention_dropout_gradients():
@@ -179,6 +245,22 @@ def test_pair_embedding_paths_agree():
             assert a[~keep.expand_as(a)].abs().max() == 0  # pairs with a padded particle are 0
             torch.testing.assert_close(b * keep, a, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(c * keep, a, atol=1e-5, rtol=1e-5)
+
+
+def test_pair_scatter_backward_gathers_both_triangles_once():
+    """The symmetric pair scatter of the eager pair embedding: its hand-written backward (the gradient
+    at (i, j) plus at (j, i), the diagonal once) against finite differences."""
+    from jettag.models.layers import _ScatterPairs
+
+    torch.manual_seed(0)
+    b, n = 3, 6
+    i, j = torch.tril_indices(n, n)
+    keep = torch.rand(b * i.numel()) > 0.3  # some pairs absent, as padded pairs are
+    bidx, ii, jj = (t[keep] for t in (torch.arange(b).repeat_interleave(i.numel()), i.repeat(b), j.repeat(b)))
+    x = torch.randn(bidx.numel(), 4, dtype=torch.double, requires_grad=True)
+    y = _ScatterPairs.apply(x, bidx, ii, jj, b, n)
+    torch.testing.assert_close(y, y.transpose(-1, -2))
+    assert torch.autograd.gradcheck(lambda x: _ScatterPairs.apply(x, bidx, ii, jj, b, n), (x,))
 
 
 def test_masked_batchnorm_uses_real_entries_only():

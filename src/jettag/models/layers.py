@@ -149,6 +149,36 @@ class PairLayer(nn.Module):
         return self.act(self.bn(self.linear(x), mask, channel_last=True))
 
 
+class _ScatterPairs(torch.autograd.Function):
+    """Values (N, C) of lower-triangle pairs (b, i, j), i >= j, into a symmetric (B, C, P, P) tensor
+    (zero elsewhere), written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor
+    so that the softmax / attention bias downstream reads rows without a layout copy.
+
+    Backward gathers the gradient at (i, j) and at (j, i) (the diagonal once) from one channel-last
+    copy of it, where autograd's two ``index_put_`` would clone and re-zero the whole gradient twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bidx: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, b: int,
+                n: int) -> torch.Tensor:
+        y = x.new_zeros(b, x.shape[-1], n, n)
+        view = y.permute(0, 2, 3, 1)
+        view.index_put_((bidx, ii, jj), x)
+        view.index_put_((bidx, jj, ii), x)
+        ctx.save_for_backward(bidx, ii, jj)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
+        bidx, ii, jj = ctx.saved_tensors
+        _, c, n, _ = grad.shape
+        rows = grad.permute(0, 2, 3, 1).contiguous().view(-1, c)  # (B * P * P, C)
+        base = bidx * (n * n)
+        below = rows.index_select(0, base + ii * n + jj)
+        above = rows.index_select(0, base + jj * n + ii).masked_fill_((ii == jj).unsqueeze(-1), 0.0)
+        return below.add_(above), None, None, None, None, None
+
+
 class PairEmbed(nn.Module):
     """Pair embedding U = MLP(BN(pair features)) on the lower triangle, mirrored at the end.
 
@@ -195,13 +225,7 @@ class PairEmbed(nn.Module):
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
-                # written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor, so
-                # the softmax / attention bias downstream reads rows without a layout copy
-                y = x.new_zeros(b, x.shape[-1], n, n)
-                view = y.permute(0, 2, 3, 1)
-                view.index_put_((bidx, ii, jj), x)
-                view.index_put_((bidx, jj, ii), x)
-                outs.append(y)
+                outs.append(_ScatterPairs.apply(x, bidx, ii, jj, b, n))
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -275,10 +299,28 @@ class Attention(nn.Module):
             attn_mask = attn_mask.to(q.dtype)
         if self.record is not None:
             out = self._explicit(q, k, v, attn_mask, self.record)
+        elif self.training and self.dropout > 0 and sparse_dropout_ok(q):
+            out = self._train_dropout(q, k, v, attn_mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                  dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+    def _train_dropout(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Training with attention dropout on CPU: softmax(q k^T / sqrt(d) + mask) written out (the
+        bias added inside the product, ``baddbmm``) and mixed by ``dropout_matmul``, where SDPA
+        would fall back to its unfused path with a ``bernoulli_`` mask."""
+        b, h, t, hd = q.shape
+        s = k.shape[2]
+        q3, k3, v3 = (x.reshape(b * h, -1, hd) for x in (q, k, v))
+        if attn_mask is None:
+            scores = torch.bmm(q3, k3.transpose(1, 2)).mul_(1.0 / math.sqrt(hd))
+        else:
+            bias = attn_mask.expand(b, h, t, s).reshape(b * h, t, s)
+            scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=1.0 / math.sqrt(hd))
+        probs = torch.softmax(scores, dim=-1)
+        return dropout_matmul(probs, v3, self.dropout, True).view(b, h, t, hd)
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
                   record: list[torch.Tensor]) -> torch.Tensor:
@@ -292,46 +334,121 @@ class Attention(nn.Module):
         return torch.matmul(probs.to(v.dtype), v)
 
 
-def dropout_keep_mask(shape: torch.Size, p: float, like: torch.Tensor) -> torch.Tensor:
-    """An independent Bernoulli(1 - p) keep mask (1.0 kept, 0.0 dropped) in ``like``'s dtype.
+def sparse_dropout_ok(x: torch.Tensor) -> bool:
+    """True where dropout draws its positions with ``dropped_positions`` (eager CPU tensors); on
+    CUDA, under torch.compile or tracing, torch's own dropout kernels are used instead."""
+    return x.device.type == "cpu" and not exporting() and not torch.compiler.is_compiling()
 
-    Drawn from torch's default generator (so a checkpointed RNG state replays it) as one uniform
-    per element, turned into 0/1 in place as floor(u + 1 - p): u >= p keeps, the same event as
-    ``bernoulli_`` up to float rounding at the threshold. Unlike ``bernoulli_`` (a per-element
-    generic kernel) and ``F.dropout`` (mask, scale and product as three fresh tensors) this is one
-    RNG pass and two vectorised in-place passes over a single buffer.
+
+def dropped_positions(numel: int, p: float) -> torch.Tensor:
+    """Sorted flat indices (int64) of the elements an independent Bernoulli(p) dropout of ``numel``
+    elements sets to zero.
+
+    The positions of a Bernoulli(p) process are drawn through their gaps, which are i.i.d.
+    Geometric(p) on {1, 2, ...}: gap = floor(log(1 - u) / log(1 - p)) + 1 for one float64 uniform u
+    in [0, 1) of torch's default CPU generator (P(gap = k) = (1 - p)^(k - 1) p). Each element is therefore
+    dropped independently with probability p, exactly the mask ``bernoulli_`` would give in
+    distribution, but from ~p * numel random numbers instead of numel: on CPU torch draws every
+    random number serially from one Mersenne twister, and at p = 0.1 that draw was most of the cost
+    of dropout. The generator's state (checkpointed by the trainer) fixes the result; the number of
+    uniforms drawn depends only on ``numel``, ``p`` and that state.
     """
-    keep = torch.empty(shape, dtype=like.dtype, device=like.device).uniform_()
-    return keep.add_(1.0 - p).floor_()
+    if numel == 0 or p <= 0.0:
+        return torch.empty(0, dtype=torch.int64)
+    log_q = math.log1p(-p)
+    mean = numel * p
+    chunk = int(mean + 8.0 * math.sqrt(mean) + 64)  # enough gaps to pass numel almost always
+    pieces: list[torch.Tensor] = []
+    last = -1.0  # position of the previous dropped element
+    while last < numel:
+        u = torch.empty(chunk, dtype=torch.float64).uniform_()  # [0, 1): 1 - u is exact and > 0
+        gaps = u.neg_().add_(1.0).log_().div_(log_q).floor_().add_(1.0)
+        pos = gaps.cumsum_(0).add_(last)  # float64: integers exact far beyond any tensor size
+        pieces.append(pos)
+        last = float(pos[-1])
+    pos = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+    return pos[: int(torch.searchsorted(pos, float(numel)))].to(torch.int64)
 
 
-class _DropoutValueMix(torch.autograd.Function):
-    """``dropout(probs, p) @ v`` with the 1/(1-p) scale on the (small) output.
-
-    Saves the shared ``probs`` (alive anyway: every MI block reads it) and one keep mask, instead
-    of autograd's float noise plus the dropped (B, H, P, P) product for each block; the dropped
-    probabilities are rebuilt in backward for the gradient of ``v``.
-    """
+class _SparseDropout(torch.autograd.Function):
+    """x * keep / (1 - p) with the dropped positions from ``dropped_positions``; saves only those."""
 
     @staticmethod
-    def forward(ctx, probs: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
-        keep = dropout_keep_mask(probs.shape, p, probs)
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         scale = 1.0 / (1.0 - p)
-        out = torch.matmul(probs * keep, v).mul_(scale)
-        ctx.save_for_backward(probs, v, keep)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        torch.mul(x, scale, out=out)
+        pos = dropped_positions(out.numel(), p)
+        out.view(-1).index_fill_(0, pos, 0.0)
+        ctx.save_for_backward(pos)
         ctx.scale = scale
         return out
 
     @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (pos,) = ctx.saved_tensors
+        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        torch.mul(grad, ctx.scale, out=out)
+        return out.view(-1).index_fill_(0, pos, 0.0).view_as(out), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` in distribution: an independent Bernoulli(p) zero per element,
+    kept elements scaled by 1 / (1 - p). On CPU the dropped positions come from
+    ``dropped_positions`` (the random numbers a tenth of ``bernoulli_``'s at p = 0.1)."""
+    if not training or p == 0.0:
+        return x
+    if sparse_dropout_ok(x):
+        return _SparseDropout.apply(x, p)
+    return F.dropout(x, p, True)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same name, no parameters) whose CPU training path is ``layers.dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return dropout(x, self.p, self.training)
+
+
+class _DropoutMatmul(torch.autograd.Function):
+    """``dropout(a, p) @ v`` for a (N, T, S) and v (N, S, D): ``a`` copied once with the entries at
+    ``dropped_positions`` set to zero, one ``bmm``, the 1 / (1 - p) scale applied to the (small)
+    output. Saved for backward: that copy, ``v`` and the positions (p * numel int64), where
+    ``F.dropout`` + ``matmul`` would save a float mask and the dropped product and draw one random
+    number per element."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+        kept = a.clone(memory_format=torch.contiguous_format)
+        pos = dropped_positions(kept.numel(), p)
+        kept.view(-1).index_fill_(0, pos, 0.0)
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(kept, v, pos)
+        return torch.bmm(kept, v).mul_(ctx.scale)
+
+    @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        probs, v, keep = ctx.saved_tensors
+        kept, v, pos = ctx.saved_tensors
         grad = grad * ctx.scale
-        grad_probs = grad_v = None
+        grad_a = grad_v = None
         if ctx.needs_input_grad[0]:
-            grad_probs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
+            grad_a = torch.bmm(grad, v.transpose(1, 2))
+            grad_a.view(-1).index_fill_(0, pos, 0.0)
         if ctx.needs_input_grad[1]:
-            grad_v = torch.matmul((probs * keep).transpose(-1, -2), grad)
-        return grad_probs, grad_v, None
+            grad_v = torch.bmm(kept.transpose(1, 2), grad)
+        return grad_a, grad_v, None
+
+
+def dropout_matmul(a: torch.Tensor, v: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``dropout(a, p, training) @ v`` over (..., T, S) x (..., S, D): on CPU through
+    ``_DropoutMatmul`` (a tenth of the random numbers at p = 0.1, no float mask), else torch's."""
+    if not training or p == 0.0:
+        return torch.matmul(a, v)
+    if not sparse_dropout_ok(a):
+        return torch.matmul(F.dropout(a, p, True), v)
+    lead = a.shape[:-2]
+    out = _DropoutMatmul.apply(a.reshape(-1, *a.shape[-2:]), v.reshape(-1, *v.shape[-2:]), p)
+    return out.view(*lead, *out.shape[-2:])
 
 
 class ValueAttention(nn.Module):
@@ -339,7 +456,7 @@ class ValueAttention(nn.Module):
 
     The probabilities (B, H, P, P) are computed once per forward by the model and shared by all
     MI blocks; attention dropout is applied per block to the shared probabilities, as in the
-    authors' code (an independent keep mask per element and block, ``_DropoutValueMix``). There is
+    authors' code (an independent keep mask per element and block, ``dropout_matmul``). There is
     no output projection (the authors' MIAttention has none).
     """
 
@@ -358,11 +475,7 @@ class ValueAttention(nn.Module):
         if self.record is not None:
             self.record.append(probs.detach().float())
         v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
-        probs = probs.to(v.dtype)
-        if self.training and self.dropout > 0:
-            out = _DropoutValueMix.apply(probs, v, self.dropout)
-        else:
-            out = torch.matmul(probs, v)  # (B, H, P, hd)
+        out = dropout_matmul(probs.to(v.dtype), v, self.dropout, self.training)  # (B, H, P, hd)
         return out.transpose(1, 2).reshape(b, p, d)
 
 
@@ -449,11 +562,11 @@ class NormFormerBlock(nn.Module):
         else:
             raise ValueError(f"unknown mixer {mixer!r}")
         self.post_attn_norm = nn.LayerNorm(embed_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_fc_norm = nn.LayerNorm(embed_dim)
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.act = nn.GELU()
-        self.act_dropout = nn.Dropout(activation_dropout)
+        self.act_dropout = Dropout(activation_dropout)
         self.post_fc_norm = nn.LayerNorm(ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.c_attn = nn.Parameter(torch.ones(num_heads))
