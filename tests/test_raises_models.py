@@ -54,7 +54,8 @@ def test_jet_tensors_builders_name_the_problem(tmp_path) -> None:
 
 
 def test_input_kinds_by_name() -> None:
-    with pytest.raises(ValueError, match=r"^unknown input kind 'graphs'; known: \['lund', 'particles'\]$"):
+    known = r"\['event', 'event_subjets', 'lund', 'particles', 'tokens'\]"
+    with pytest.raises(ValueError, match=rf"^unknown input kind 'graphs'; known: {known}$"):
         get_kind("graphs")
 
     class Impostor(LundKind):
