@@ -13,6 +13,7 @@ data sets larger than memory by streaming row groups through a shuffle buffer.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -28,6 +29,18 @@ import torch
 from jettag.data import formats, store
 from jettag.data.kinds.base import KindDataset, TensorBatch
 from jettag.data.kinds.particles import padded_length
+
+#: prefetch threads still running, with their stop events: stopped and joined at interpreter exit, so
+#: that no thread is inside pyarrow or torch while their C++ runtimes are torn down (an abandoned
+#: iterator's daemon thread there aborted the process: "terminate called without an active exception")
+_PREFETCHERS: dict[threading.Thread, threading.Event] = {}
+
+
+@atexit.register
+def _stop_prefetchers() -> None:
+    for thread, stop in list(_PREFETCHERS.items()):
+        stop.set()
+        thread.join(timeout=60)
 
 PathsLike = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -390,23 +403,27 @@ class StreamingLoader:
         done = object()
         stop = threading.Event()
 
+        def put(item: object) -> bool:
+            """Hand ``item`` to the consumer unless told to stop first; False when stopped."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def work() -> None:
             try:
                 for piece in pieces:
-                    item = self._build_piece(piece)
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if stop.is_set() or not put(self._build_piece(piece)):
                         return
-                q.put(done)
+                put(done)
             except BaseException as err:  # handed to the consumer, which re-raises it
-                q.put(err)
+                put(err)
 
         thread = threading.Thread(target=work, daemon=True, name="jettag-stream-prefetch")
+        _PREFETCHERS[thread] = stop
         thread.start()
         try:
             while True:
@@ -423,6 +440,7 @@ class StreamingLoader:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(timeout=0.05)
+            _PREFETCHERS.pop(thread, None)
 
     def _materialize(self, refs: np.ndarray, pieces: list[_Piece]) -> KindDataset:
         """The jets ``refs`` ((piece, row) pairs) in that order, by building their pieces again."""
