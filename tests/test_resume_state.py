@@ -226,3 +226,25 @@ def test_model_from_config_takes_drop_path_and_class_count() -> None:
     cfg["train"] = {}
     assert not [m for m in ckpt.build_model_from_config(cfg).modules() if type(m).__name__ == "DropPath"
                 and m.p > 0]
+
+
+def test_model_from_config_honours_overrides_features_and_drop_path() -> None:
+    """The model a run's config.yaml describes: its overrides, feature set, class count and
+    ``train.drop_path`` all reach ``create_model`` (a rebuilt run must be the trained architecture)."""
+    from jettag.models import feature_dim
+    from jettag.models.profile import count_parameters
+
+    cfg = {"model": {"name": "pfn", "overrides": {"phi_sizes": [8, 8], "f_sizes": [8]}},
+           "classes": ["a", "b", "c"], "data": {"feature_set": "kinpid"}, "train": {}}
+    model = ckpt.build_model_from_config(cfg)
+    assert model.input_dim == feature_dim("kinpid") == 13 and model.num_classes == 3
+    narrow = count_parameters(model)
+    assert narrow < count_parameters(ckpt.build_model_from_config({**cfg, "model": {"name": "pfn"}}))
+    assert ckpt.build_model_from_config(cfg, num_classes=5).num_classes == 5
+    part = {"model": {"name": "part", "overrides": {"num_layers": 2, "embed_dims": [16, 16],
+                                                    "pair_embed_dims": [8]}},
+            "classes": ["a", "b"], "data": {"feature_set": "kin"}, "train": {"drop_path": 0.2}}
+    from jettag.models.layers import DropPath
+
+    rates = [m.p for m in ckpt.build_model_from_config(part).modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.2)  # linear over depth up to train.drop_path
