@@ -129,6 +129,10 @@ def test_interpret_an_event_run(hh4b_path: Path, tmp_path: Path) -> None:
     for e in stats["per_class"].values():
         cross = np.array(e["attention"]["cross"])
         assert cross.shape == (3, 3) and np.allclose(cross.sum(-1), 1, atol=1e-5)  # float32 softmax rows
+    heads = np.load(out / "attention.npz")
+    for c, e in stats["per_class"].items():  # every head kept; the statistics are the head means
+        assert heads[f"{c}_cross"].shape == (5, 3, 3)  # the recipe's 5 heads
+        assert np.allclose(heads[f"{c}_cross"].mean(0), e["attention"]["cross"], atol=1e-6)
     sal = np.load(out / "saliency.npz")
     total = sal["integrated_gradients_sub"].sum((1, 2)) + sal["integrated_gradients_kin"].sum(1)
     diff = sal["logit"] - sal["baseline_logit"]

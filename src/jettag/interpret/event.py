@@ -31,11 +31,11 @@ SUB_SHOWN = 16  # leading entries per jet whose self-attention is averaged
 
 
 @torch.no_grad()
-def attention_maps(model: EventModel, data: Any, classes: list[str], batch_size: int = 256
-                   ) -> dict[str, dict[str, np.ndarray]]:
-    """``maps[class][name]``: mean attention (heads and events of the class); names ``kin<i>``,
-    ``cross`` (xattn/mixer) and ``sub<i>`` (transformer substructure, leading ``SUB_SHOWN`` entries,
-    (2, n, n): per jet)."""
+def attention_maps(model: EventModel, data: Any, classes: list[str], batch_size: int = 256,
+                   per_head: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """``maps[class][name]``: mean attention over the events of the class and over the heads (with
+    ``per_head`` each head apart, a leading head axis); names ``kin<i>``, ``cross`` (xattn/mixer) and
+    ``sub<i>`` (transformer substructure, leading ``SUB_SHOWN`` entries, (2, n, n): per jet)."""
     was, model.keep_attention = model.keep_attention, True
     model.eval()
     sums: dict[int, dict[str, torch.Tensor]] = {}
@@ -53,7 +53,8 @@ def attention_maps(model: EventModel, data: Any, classes: list[str], batch_size:
                 for name, w in model.attention_maps.items():
                     if w is None:
                         continue
-                    w = w[sel].float().mean(dim=-3)  # over heads
+                    w = w[sel].float()
+                    w = w.movedim(-3, 1) if per_head else w.mean(dim=-3)  # (events, [heads,] ...)
                     if name.startswith("sub"):
                         w = w[..., :SUB_SHOWN, :SUB_SHOWN]
                     acc = sums.setdefault(c, {})
@@ -189,16 +190,18 @@ def interpret_events(
     batch_size: int = 64,
     tolerance: float = 0.02,
 ) -> dict[str, Any]:
-    """``jettag interpret`` for an event model: the class-averaged attention maps (``attention.npz``,
-    ``attention.png``), Grad-CAM and gradient x input of the token channels per class (``gradcam.npz``,
-    ``gradcam.png``), gradient x input and integrated gradients per constituent and kinematics token
-    for the true class (``saliency.npz``, ``saliency.png``); returns the statistics."""
+    """``jettag interpret`` for an event model: the class-averaged attention maps of every block and
+    head (``attention.npz``: ``<class>_<map>`` with a leading head axis; ``attention.png``: head means),
+    Grad-CAM and gradient x input of the token channels per class (``gradcam.npz``, ``gradcam.png``),
+    gradient x input and integrated gradients per constituent and kinematics token for the true class
+    (``saliency.npz``, ``saliency.png``); returns the statistics."""
     from matplotlib.figure import Figure
 
     labels = np.asarray(data.labels)
-    maps = attention_maps(model, data, classes, batch_size)
+    heads = attention_maps(model, data, classes, batch_size, per_head=True)
+    maps = {c: {k: v.mean(0) for k, v in m.items()} for c, m in heads.items()}  # head means: figures, stats
     np.savez_compressed(
-        out / "attention.npz", **{f"{c}_{k}": v for c, m in maps.items() for k, v in m.items()}
+        out / "attention.npz", **{f"{c}_{k}": v for c, m in heads.items() for k, v in m.items()}
     )
     cams: dict[str, dict[str, np.ndarray]] = {}
     for c, name in enumerate(classes):
