@@ -241,6 +241,8 @@ def test_model_from_config_honours_overrides_features_and_drop_path() -> None:
     narrow = count_parameters(model)
     assert narrow < count_parameters(ckpt.build_model_from_config({**cfg, "model": {"name": "pfn"}}))
     assert ckpt.build_model_from_config(cfg, num_classes=5).num_classes == 5
+    no_train = {k: v for k, v in cfg.items() if k != "train"}  # a config without a train section
+    assert count_parameters(ckpt.build_model_from_config(no_train)) == narrow
     part = {"model": {"name": "part", "overrides": {"num_layers": 2, "embed_dims": [16, 16],
                                                     "pair_embed_dims": [8]}},
             "classes": ["a", "b"], "data": {"feature_set": "kin"}, "train": {"drop_path": 0.2}}
