@@ -27,6 +27,7 @@ import math
 import os
 import shlex
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,16 @@ MARKER = "study.json"  # beside the run directory, as <run>.study.json: the trai
 PREDICTIONS = "predictions.parquet"
 #: what a run directory holds (the trainer's files and the study's); emptied before a fresh run
 RUN_FILES = ("checkpoints", "config.yaml", "log.csv", "tensorboard", PREDICTIONS)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, standard error of the mean, n) of the finite values of a group's runs (the seeds); the
+    standard error is NaN for fewer than two values, everything NaN (n = 0) for none."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
+    return statistics.fmean(vals), se, len(vals)
 
 
 class StudyError(JettagError, ValueError):

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Sequence
 
-from jettag.studies.base import Data, RunSpec, Scale, Study
+from jettag.studies.base import Data, RunSpec, Scale, Study, mean_se
 
 #: (model, pretty name); pre-trained and fine-tuned
 FT_MODELS = (("mipart_l", "MIParT-L"), ("part", "ParT"))
@@ -110,20 +109,11 @@ def plan(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     return runs
 
 
-def stats(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, standard error of the mean, n) of the finite values (standard error NaN for n < 2)."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan, 0
-    se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
-    return statistics.fmean(vals), se, len(vals)
-
-
 def gain(ft: Sequence[float], ref: Sequence[float]) -> tuple[float, float]:
     """Gain of ``ft`` over ``ref`` in percent, ``100 (mean ft / mean ref - 1)``, and its standard error
     from the two standard errors of the mean (first order); (NaN, NaN) when either has no finite value."""
-    a, sa, na = stats(ft)
-    b, sb, nb = stats(ref)
+    a, sa, na = mean_se(ft)
+    b, sb, nb = mean_se(ref)
     if na == 0 or nb == 0 or b <= 0:
         return math.nan, math.nan
     g = a / b

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jettag.studies.base import Data, RunSpec, Scale, Study
+from jettag.studies.base import Data, RunSpec, Scale, Study, mean_se
 
 #: (model, pretty name, recipe)
 MODELS = (("particlenet", "ParticleNet", "top_particlenet"), ("part", "ParT", "top_part"),
@@ -104,15 +103,6 @@ def fit_power_law(sizes: Sequence[float], losses: Sequence[float], betas: np.nda
     return best
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, standard error, n) of the finite values."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan, 0
-    se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
-    return statistics.fmean(vals), se, len(vals)
-
-
 Curve = list[tuple[int, float, float, int]]
 
 
@@ -121,7 +111,7 @@ def curves(rows: dict[str, list[dict[str, float]]], metric: str) -> dict[str, Cu
     out: dict[str, Curve] = {}
     for group, runs in rows.items():
         model, n = parse_group(group)
-        out.setdefault(model, []).append((n, *_stats([r.get(metric, math.nan) for r in runs])))
+        out.setdefault(model, []).append((n, *mean_se([r.get(metric, math.nan) for r in runs])))
     return {m: sorted(v) for m, v in out.items()}
 
 
