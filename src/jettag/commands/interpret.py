@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="dataset to interpret (default: the run's test split)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--jets", type=int, default=200, help="jets per class (the first N of each class)")
+    p.add_argument("--jets", type=int, default=200,
+                   help="jets per class (the first N of each class; events for an event model)")
     p.add_argument("--classes", nargs="+", help="classes to interpret (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="attention above which a pair gets a line")
     p.add_argument("--draw", type=int, default=2, help="jets drawn on the eta-phi plane per class")

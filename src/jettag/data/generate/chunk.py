@@ -37,7 +37,6 @@ from jettag.data.generate.truth import (
     flavour_ok,
     hard_parton_veto,
     jet_decay_products,
-    match_jets,
     matched_resonance,
 )
 from jettag.data.store import make_jets
@@ -142,7 +141,9 @@ def _select(recipe: Recipe, class_index: int, ev: FlatEvents, jets: Jets, res: R
         phi = kin.phi(jets.px[cand], jets.py[cand])
         ok = np.ones(len(cand), dtype=bool)
         if spec.match is not None:
-            ok &= match_jets(jets.event[cand], eta, phi, res, spec.match, recipe.radius, ev.n_events)
+            matched = matched_resonance(jets.event[cand], eta, phi, res, spec.match, recipe.radius,
+                                        ev.n_events)
+            ok &= matched >= 0
         if spec.flavour is not None:
             ok &= flavour_ok(jets.event[cand], eta, phi, ev, spec.flavour, recipe.radius)
         keep[cand[~ok]] = False

@@ -160,23 +160,6 @@ def contained_resonance_events(res: Resonances, match: Match, radius: float, n_e
     return np.bincount(res.event[ok], minlength=n_events) > 0
 
 
-def match_jets(
-    jet_event: np.ndarray,
-    jet_eta: np.ndarray,
-    jet_phi: np.ndarray,
-    res: Resonances,
-    match: Match,
-    radius: float,
-    n_events: int,
-) -> np.ndarray:
-    """Per jet, True when a resonance of the required kind and all its decay products lie within R.
-
-    The decay-product counts must equal those of ``match`` (e.g. three quarks for a hadronic top),
-    which also rejects a resonance whose decay went another way than the recipe intended.
-    """
-    return matched_resonance(jet_event, jet_eta, jet_phi, res, match, radius, n_events) >= 0
-
-
 def matched_resonance(
     jet_event: np.ndarray,
     jet_eta: np.ndarray,
@@ -186,8 +169,10 @@ def matched_resonance(
     radius: float,
     n_events: int,
 ) -> np.ndarray:
-    """Per jet, the row in ``res`` of the resonance it matches (as in ``match_jets``), -1 for none;
-    of several the one nearest to the jet axis."""
+    """Per jet, the row in ``res`` of the resonance it matches, -1 for none; of several the one
+    nearest to the jet axis. A jet matches a resonance of the required kind when the resonance and
+    all its decay products lie within R and the decay-product counts equal those of ``match`` (e.g.
+    three quarks for a hadronic top), which also rejects a decay that went another way."""
     n_jets, n_res = len(jet_event), len(res.event)
     matched = np.full(n_jets, -1, dtype=np.int64)
     if n_jets == 0 or n_res == 0:
