@@ -6,6 +6,7 @@ import copy
 import json
 import shlex
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,67 @@ def test_runs_start_after_the_run_they_start_from(store: Path, tmp_path: Path,
     assert f"train.init_from={tmp_path / 'chain' / 'runs' / 'pre'}" in marker["overrides"]
     commands = (done["report"] / "commands.sh").read_text().splitlines()[1:]
     assert [c.rsplit("/", 1)[-1] for c in commands] == ["pre", "ft"]
+
+
+def _two_data_study() -> Study:
+    """Run ``a`` on generated ``top:40`` (d1), then run ``b`` on generated ``top:41`` (d2)."""
+    return Study(name="two", title="two generated datasets",
+                 data={"d1": Data(recipe="top", jets={"quick": 40}),
+                       "d2": Data(recipe="top", jets={"quick": 41})},
+                 scales={"quick": Scale(epochs=0.0, overrides=("train.epochs=1", "data.max_len=20"))},
+                 plan=lambda scale, seeds: [RunSpec("a", "demo_pfn", "d1", "a"),
+                                            RunSpec("b", "demo_pfn", "d2", "b")])
+
+
+def test_later_datasets_are_generated_while_the_first_runs_train(store: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import jettag.data.dataset as dataset
+
+    first_run_training = threading.Event()
+    made: list[str] = []
+
+    def generate(spec: str, data_cfg: Any = None, workers: Any = None) -> str:
+        if spec == "generate:top:41":  # the second run's data: made only once the first run trains
+            assert first_run_training.wait(60), "the second dataset was made before the first run trained"
+        if spec.startswith("generate:"):  # (scoring resolves the runs' stored path too)
+            made.append(spec)
+        return str(store)
+
+    real = trainer.train
+    trained: list[tuple[str, str]] = []
+
+    def train(cfg: dict[str, Any], run_dir: Any, resume: bool = False) -> dict[str, Any]:
+        trained.append((Path(run_dir).name, cfg["data"]["path"]))
+        first_run_training.set()
+        cfg["data"]["path"] = str(store)
+        return real(cfg, run_dir, resume=resume)
+
+    monkeypatch.setattr(dataset, "resolve_data_path", generate)
+    monkeypatch.setattr(trainer, "train", train)
+    study = _two_data_study()
+    done = run_study(study, tmp_path / "two", scale="quick", progress=False, log=lambda s: None)
+    assert made == ["generate:top:40", "generate:top:41"]
+    assert trained == [("a", "generate:top:40"), ("b", "generate:top:41")]
+    assert done["timings"]["wait_data_a_s"] < 1.0  # d1 was made before the runs started
+
+
+def test_a_failed_background_generation_stops_the_run_that_needs_it(store: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import jettag.data.dataset as dataset
+
+    def generate(spec: str, data_cfg: Any = None, workers: Any = None) -> str:
+        if spec == "generate:top:41":
+            raise StudyError("no Pythia today")
+        return str(store)
+
+    spy = TrainSpy()
+    monkeypatch.setattr(dataset, "resolve_data_path", generate)
+    monkeypatch.setattr(trainer, "train", lambda cfg, run_dir, resume=False: spy(
+        {**cfg, "data": {**cfg["data"], "path": str(store)}}, run_dir, resume))
+    study = _two_data_study()
+    with pytest.raises(StudyError, match="no Pythia today"):
+        run_study(study, tmp_path / "two", scale="quick", progress=False, log=lambda s: None)
+    assert spy.calls == [("a", False)]  # the run on the data that was made trained; b never started
 
 
 def test_bad_studies_and_selections_fail_in_one_line(store: Path, tmp_path: Path) -> None:

@@ -124,8 +124,8 @@ def test_plan_follows_seed003() -> None:
         else:
             assert "train.freeze_backbone=true" in r.overrides
     groups = {r.group for r in runs if r.report}
-    assert group_name("frozen", "particlenet", "top2tev", 500) in groups
-    assert group_name("finetune", "lundnet5", "wtag", 5000) in groups
+    assert group_name("frozen", "particlenet", "top2tev", 200) in groups
+    assert group_name("finetune", "lundnet5", "wtag", 2000) in groups
     assert get_study("transfer").plan is plan
 
 

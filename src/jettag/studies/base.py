@@ -4,7 +4,8 @@ A ``Study`` is data: its datasets (``Data``: a generation recipe with a size per
 its scales (``Scale``: epochs multiplier, overrides for every run, default number of seeds) and a
 ``plan`` that lists its runs (``RunSpec``) for a scale and a list of seeds. ``run_study`` then
 
-1. makes (or finds in the cache) every dataset the runs use,
+1. makes (or finds in the cache) the first run's dataset, and every other dataset the runs use in
+   a background thread while the runs on the data made first train (a run waits for its data),
 2. trains each run into ``<runs_dir>/<run name>`` in dependency order (an ``init_from`` run first)
    with ``jettag.train.trainer.train``, exactly as ``jettag train RECIPE OVERRIDES --run-dir DIR``
    would (that command is recorded), and scores it on its test split,
@@ -28,6 +29,7 @@ import os
 import shlex
 import shutil
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,6 +290,37 @@ def run_one(run: RunSpec, overrides: list[str], run_dir: Path, progress: bool = 
             "metrics": metrics, "classes": res["classes"], "record": {**record, "status": how}}
 
 
+class BackgroundData:
+    """Makes datasets one after the other in a background thread (each generation on its own worker
+    processes), so the runs on the data made first train meanwhile. ``wait(name)`` blocks until
+    ``name`` is made (at once for a name it was not given) and re-raises the error that stopped it."""
+
+    def __init__(self, jobs: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        self._ready = {name: threading.Event() for name, _ in jobs}
+        self._errors: dict[str, BaseException] = {}
+        self._thread = threading.Thread(target=self._make_all, args=(list(jobs),), daemon=True,
+                                        name="jettag-study-data")
+        self._thread.start()
+
+    def _make_all(self, jobs: list[tuple[str, Callable[[], None]]]) -> None:
+        for name, make in jobs:
+            try:
+                make()
+            except BaseException as err:  # handed to the run that needs the data
+                self._errors[name] = err
+            finally:
+                self._ready[name].set()
+
+    def wait(self, name: str) -> float:
+        """Seconds spent waiting for ``name``."""
+        t0 = time.perf_counter()
+        if name in self._ready:
+            self._ready[name].wait()
+            if name in self._errors:
+                raise self._errors[name]
+        return time.perf_counter() - t0
+
+
 def run_study(
     study: Study,
     out: str | os.PathLike,
@@ -347,19 +380,29 @@ def run_study(
     except ConfigError as err:
         raise StudyError(str(err)) from None
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for name, spec in specs.items():
-        if spec.startswith("generate:"):
-            log(f"[{tag}] data {name}: {spec} (Pythia 8 + FastJet, {workers} workers; cached after the "
-                "first run)")
-            detector = study.data[name].detector
-            path = resolve_data_path(spec, {"generate_workers": workers, "detector": detector})
+
+    def make(name: str) -> Callable[[], None]:
+        def generate() -> None:
+            t0 = time.perf_counter()
+            log(f"[{tag}] data {name}: {specs[name]} (Pythia 8 + FastJet, {workers} workers; cached after "
+                "the first run)")
+            path = resolve_data_path(specs[name], {"generate_workers": workers,
+                                                   "detector": study.data[name].detector})
             log(f"[{tag}] data {name} ready in {time.perf_counter() - t0:.0f} s: {path}")
+        return generate
+
+    # the first run's data now; every other generated dataset in the background while runs train
+    t0 = time.perf_counter()
+    generated = [name for name in specs if specs[name].startswith("generate:")]
+    if plan[0].data in generated:
+        make(plan[0].data)()
     timings["generation_s"] = time.perf_counter() - t0
+    background = BackgroundData([(n, make(n)) for n in generated if n != plan[0].data])
 
     # ---- runs, in dependency order
     results = []
     for r in plan:
+        timings[f"wait_data_{r.name}_s"] = background.wait(r.data)
         t0 = time.perf_counter()
         res = run_one(r, overrides[r.name], runs_dir / r.name, progress, log, tag, retrain_changed)
         timings[f"train_{r.name}_s"] = time.perf_counter() - t0

@@ -40,7 +40,10 @@ SCRATCH_EPOCHS = {"mipart_l": 15, "mipart": 15, "part": 20}
 #: pre-training: MIParT-L 50 epochs lr 8e-4 batch 384 (seed 000); ParT 50 epochs at its recipe's lr/batch
 PRETRAIN = {"mipart_l": ("train.lr=0.0008", "train.batch_size=384"), "part": ("train.batch_size=512",)}
 #: pre-training epochs per scale (seed 000: 50)
-PRETRAIN_EPOCHS = {"quick": 1, "cpu": 5, "gpu": 50, "full": 50}
+PRETRAIN_EPOCHS = {"quick": 1, "cpu": 2, "gpu": 50, "full": 50}
+#: per scale, the targets' separate test samples (generation seed 1), shared by every run of a target;
+#: quick scores on the pool's own 10% test split
+TEST = {"quick": 0, "cpu": 2000, "gpu": 200_000, "full": 200_000}
 #: per scale, the factor on the fine-tuning and from-scratch epochs (at least 1 epoch)
 EPOCH_FACTOR = {"quick": 0.0, "cpu": 0.2, "gpu": 1.0, "full": 1.0}
 
@@ -92,20 +95,21 @@ def plan(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
                 overrides=(f"data.feature_set={feat}", f"train.epochs={PRETRAIN_EPOCHS[scale]}",
                            *(PRETRAIN[model] if scale in ("gpu", "full") else ()))))
     for target, feat in FEATURES.items():
+        test = (f"data.test=generate:{target}:{TEST[scale]}:1",) if TEST[scale] else ()
         for s in seeds:
             for model, _ in FT_MODELS:
                 rec, ov = recipe(model, target)
                 runs.append(RunSpec(
                     name=f"ft-{model}-{target}-s{s}", recipe=rec, data=target, seed=s,
                     group=group_name(model, True, target), init_from=f"pretrain-{model}-{feat}",
-                    overrides=(*ov, f"train.epochs={epochs(FT_EPOCHS, scale)}", f"train.lr={FT_LR}",
+                    overrides=(*ov, *test, f"train.epochs={epochs(FT_EPOCHS, scale)}", f"train.lr={FT_LR}",
                                f"train.lr_head={FT_LR_HEAD}")))
             for model, _ in SCRATCH_MODELS:
                 rec, ov = recipe(model, target)
                 runs.append(RunSpec(
                     name=f"scratch-{model}-{target}-s{s}", recipe=rec, data=target, seed=s,
                     group=group_name(model, False, target),
-                    overrides=(*ov, f"train.epochs={epochs(SCRATCH_EPOCHS[model], scale)}")))
+                    overrides=(*ov, *test, f"train.epochs={epochs(SCRATCH_EPOCHS[model], scale)}")))
     return runs
 
 
@@ -180,14 +184,14 @@ STUDY = Study(
     name="finetune",
     title="seed 000: MIParT-L and ParT pre-trained on jetclass, fine-tuned to top and quark/gluon",
     data={
-        "jetclass": Data(recipe="jetclass", jets={"quick": 400, "cpu": 10_000, "gpu": 2_000_000,
+        "jetclass": Data(recipe="jetclass", jets={"quick": 400, "cpu": 5000, "gpu": 2_000_000,
                                                   "full": 10_000_000}),
-        "top": Data(recipe="top", jets={"quick": 200, "cpu": 5000, "gpu": 200_000, "full": 2_000_000}),
-        "qg": Data(recipe="qg", jets={"quick": 200, "cpu": 5000, "gpu": 200_000, "full": 2_000_000}),
+        "top": Data(recipe="top", jets={"quick": 200, "cpu": 1000, "gpu": 200_000, "full": 2_000_000}),
+        "qg": Data(recipe="qg", jets={"quick": 200, "cpu": 1000, "gpu": 200_000, "full": 2_000_000}),
     },
     scales={
         "quick": Scale(epochs=0.0, overrides=("data.max_len=16", "train.batch_size=32")),
-        "cpu": Scale(epochs=0.0, overrides=("data.max_len=32", "train.batch_size=128"), seeds=3),
+        "cpu": Scale(epochs=0.0, overrides=("data.max_len=32", "train.batch_size=64"), seeds=3),
         "gpu": Scale(epochs=0.0, overrides=_BIG, seeds=3),
         "full": Scale(epochs=0.0, overrides=_BIG, seeds=3),
     },

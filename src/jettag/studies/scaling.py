@@ -32,9 +32,9 @@ MODELS = (("particlenet", "ParticleNet", "top_particlenet"), ("part", "ParT", "t
           ("mipart_l", "MIParT-L", "top_mipart_l"))
 TRAIN_FRACTION = 0.8
 #: generated jets per size (training jets = 0.8 x), per scale; then the separate test sample
-SIZES = {"quick": (40, 200, 1000), "cpu": (625, 3125, 15625),
+SIZES = {"quick": (40, 200, 1000), "cpu": (200, 1000, 5000),
          "gpu": (500_000, 2_500_000, 12_500_000), "full": (2_500_000, 12_500_000, 125_000_000)}
-TEST = {"quick": 250, "cpu": 5000, "gpu": 500_000, "full": 2_000_000}
+TEST = {"quick": 250, "cpu": 2500, "gpu": 500_000, "full": 2_000_000}
 #: epochs of every run per scale (the recipes' 15-20 epochs at gpu/full)
 EPOCHS = {"quick": 1, "cpu": 3}
 
@@ -236,7 +236,7 @@ STUDY = Study(
           for i in range(3)},
     scales={
         "quick": Scale(epochs=0.0, overrides=("data.max_len=16", "train.batch_size=32")),
-        "cpu": Scale(epochs=0.0, overrides=("data.max_len=32", "train.batch_size=128"), seeds=3),
+        "cpu": Scale(epochs=0.0, overrides=("data.max_len=32", "train.batch_size=64"), seeds=3),
         "gpu": Scale(epochs=1.0, overrides=_BIG, seeds=3),
         "full": Scale(epochs=1.0, overrides=_BIG, seeds=3),
     },

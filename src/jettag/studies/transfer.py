@@ -41,7 +41,7 @@ TARGET_LR = 1.0e-3
 TRAIN_FRACTION = 0.8
 
 #: per scale: target training-set sizes, and the separate test sample
-SIZES = {"quick": (100, 400), "cpu": (500, 1500, 5000), "gpu": (50_000, 200_000, 1_000_000),
+SIZES = {"quick": (100, 400), "cpu": (200, 600, 2000), "gpu": (50_000, 200_000, 1_000_000),
          "full": (10_000, 100_000, 1_000_000)}
 TEST = {"quick": "generate:top500:400:1", "cpu": "generate:top500:2000:1", "gpu": "generate:top500:100000:1",
         "full": "generate:top500:100000:1"}
@@ -201,13 +201,13 @@ STUDY = Study(
     name="transfer",
     title="seed 003: transfer of LundNet-5/3 and ParticleNet from top2tev and W to top500",
     data={
-        "top2tev": Data(recipe="top2tev", jets={"quick": 300, "cpu": 5000, **_GPU_JETS}),
-        "wtag": Data(recipe="wtag", jets={"quick": 300, "cpu": 5000, **_GPU_JETS}),
-        "top500": Data(recipe="top500", jets={"quick": 500, "cpu": 6250, **_GPU_JETS}),
+        "top2tev": Data(recipe="top2tev", jets={"quick": 300, "cpu": 2000, **_GPU_JETS}),
+        "wtag": Data(recipe="wtag", jets={"quick": 300, "cpu": 2000, **_GPU_JETS}),
+        "top500": Data(recipe="top500", jets={"quick": 500, "cpu": 2500, **_GPU_JETS}),
     },
     scales={
         "quick": Scale(epochs=0.0, overrides=("train.epochs=1", "data.max_len=32", "train.batch_size=32")),
-        "cpu": Scale(epochs=0.0, overrides=("train.epochs=3", "data.max_len=64"), seeds=3),
+        "cpu": Scale(epochs=0.0, overrides=("train.epochs=3", "data.max_len=48"), seeds=3),
         "gpu": Scale(epochs=1.0, overrides=_BIG, seeds=3),
         "full": Scale(epochs=1.0, overrides=_BIG, seeds=3),
     },
