@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from jettag.evaluate.report import write_predictions
 from jettag.studies import get_study
-from jettag.studies.flavour import _roc_figure, extra_report, pair_auc, plan
+from jettag.studies.flavour import _roc_figure, extra_report, gain_at_high_pt, pair_auc, plan
 
 CLASSES = ["ud", "s", "c", "b", "g", "ss", "cc", "bb"]
 
@@ -83,6 +84,15 @@ def test_report_verdicts_follow_the_numbers(tmp_path: Path, monkeypatch: pytest.
     # s vs g confusable: a pair with s in it is not the s vs ud pair
     text = extra_report(tmp_path, runs, _results((1, 4)), meta, figures=False)
     assert "**s vs ud is the hardest pair**: does not hold" in text
+
+
+def test_clusters_add_most_at_high_pt_only_when_the_highest_bin_gains_most() -> None:
+    assert gain_at_high_pt([0.01, 0.02, 0.05], [0.01, 0.01, 0.01]) == "holds"
+    assert gain_at_high_pt([0.01, 0.02, 0.05], [0.01, 0.01, 0.03]) == "not established"  # within 2 SE
+    assert gain_at_high_pt([0.01, 0.02, 0.05], [0.01, 0.01, math.nan]) == "not established"  # one seed
+    # clusters hurt least at high pT: that is not "add most"
+    assert gain_at_high_pt([-0.052, -0.047, -0.027], [0.01, 0.01, 0.01]) == "does not hold"
+    assert gain_at_high_pt([0.01, 0.06, 0.05], [0.001, 0.001, 0.001]) == "does not hold"  # most at mid pT
 
 
 def test_pair_auc_uses_only_the_two_classes() -> None:

@@ -208,7 +208,8 @@ STUDY = Study(
     scales={
         "quick": Scale(epochs=0.0, overrides=("train.epochs=1", "data.max_len=32", "train.batch_size=32")),
         # batch 32, not the recipes' 256: a few hundred training jets must still make optimizer steps
-        "cpu": Scale(epochs=0.0, overrides=("train.epochs=3", "data.max_len=48", "train.batch_size=32"), seeds=3),
+        "cpu": Scale(epochs=0.0, overrides=("train.epochs=3", "data.max_len=48", "train.batch_size=32"),
+                     seeds=3),
         "gpu": Scale(epochs=1.0, overrides=_BIG, seeds=3),
         "full": Scale(epochs=1.0, overrides=_BIG, seeds=3),
     },
