@@ -145,6 +145,17 @@ def test_scaling_verdict_on_constructed_numbers() -> None:
     assert "**does not hold** (ParT gains least)" in SC.verdict(rows2)
     one = {g: runs[:1] for g, runs in rows2.items()}  # one seed: no verdict either way
     assert "**not shown** (one seed: no spread to judge by; ParT gains least)" in SC.verdict(one)
+    # ParticleNet on top at the largest set, MIParT-L getting worse with data: both said to fail
+    rows3 = _scaling_rows({
+        "ParticleNet": [[0.5, 0.51, 0.52], [0.6, 0.61, 0.62], [0.9, 0.91, 0.92]],
+        "ParT": [[0.5, 0.51, 0.52], [0.6, 0.61, 0.62], [0.65, 0.66, 0.67]],
+        "MIParT-L": [[0.7, 0.71, 0.72], [0.6, 0.61, 0.62], [0.5, 0.51, 0.52]],
+    }, sizes)
+    text3 = SC.verdict(rows3)
+    assert "*MIParT-L improves with data*: accuracy 0.7100 at 1000 jets -> 0.5100" in text3
+    assert text3.split("*MIParT-L improves with data*")[1].split("\n")[0].endswith("**does not hold**.")
+    assert text3.split("*both pass ParticleNet there*")[1].rstrip().endswith("**does not hold**.")
+    assert "MIParT-L - ParT -0.1500" in text3 and "nearly equal" in text3
 
 
 def test_scaling_figure(tmp_path: Path) -> None:
