@@ -147,3 +147,30 @@ def test_verdict_tables_and_timing() -> None:
     assert "| lundnet5 | frozen | 1.00 | 0.83 h | 8.3 h |" in text  # 1 ms x 30 epochs x 1e5 / 3.6e6 ms/h
     assert "| finetune | lundnet5 | top2tev | 39.0 ± 1.4 | n/a |" in text
     assert "0.93 of from scratch on 1000 jets (42.0)" in text  # 39 / 42
+    # 39 - 0.9 x 42 = 1.2 against 2 x sqrt(1^2 + (0.9 x 2)^2) = 4.1: within the errors
+    assert "at least 90% of it: **not shown**." in text
+    assert "*Frozen models are cheaper still*: LundNet-5 1.00 ms/sample/epoch frozen vs 2.50 fine" in text
+    assert text.rstrip().endswith("**not shown** (one seed: no spread).")  # one frozen run timed
+
+    def claims(**groups: list[float]) -> str:
+        """The verdict on rows whose groups ('<method>_<model>_<source>_<n>') have these Rej30s."""
+        out = {}
+        for key, rej in groups.items():
+            method, model, source, n = key.split("_")
+            out[group_name(method, model, None if source == "none" else source, int(n))] = [
+                run(r, 1000.0 if method == "frozen" else 400.0) for r in rej]
+        return verdict(out)
+
+    base = dict(scratch_lundnet5_none_100=[10.0, 12.0], scratch_lundnet5_none_1000=[40.0, 44.0],
+                scratch_particlenet_none_100=[10.0, 12.0])
+    good = claims(**base, finetune_lundnet5_top2tev_100=[45.0, 46.0], finetune_lundnet5_wtag_100=[20.0, 22.0],
+                  frozen_lundnet5_top2tev_100=[30.0, 32.0], frozen_particlenet_top2tev_100=[10.0, 11.0])
+    assert "at least 90% of it: **holds**." in good  # 45.5 - 37.8 = 7.7 > 2 x 1.9
+    assert "(gain +10.0 ± 1.4): **holds**." in good
+    assert "LundNet-5 2.82 ± 0.27" in good and "ParticleNet 0.95 ± 0.10" in good  # 31/11, 10.5/11, SE 1 each
+    assert good.split("*LundNet-frozen holds up better")[1].split("\n")[0].endswith("**holds**.")
+    assert "2.50 fine-tuned (per run, over every size and seed): **holds**" in good
+    bad = claims(**base, finetune_lundnet5_top2tev_100=[20.0, 21.0], finetune_lundnet5_wtag_100=[4.0, 5.0],
+                 frozen_lundnet5_top2tev_100=[5.0, 5.5], frozen_particlenet_top2tev_100=[20.0, 21.0])
+    assert "at least 90% of it: **does not hold**." in bad and "(gain -6.5 ± 1.1): **does not hold**." in bad
+    assert bad.split("*LundNet-frozen holds up better")[1].split("\n")[0].endswith("**does not hold**.")

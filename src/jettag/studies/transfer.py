@@ -118,42 +118,69 @@ def timing_rows(rows: dict[str, list[dict[str, float]]]) -> dict[tuple[str, str]
     return out
 
 
+#: "nearly full performance": at least this fraction of the from-scratch rejection on the large set
+NEARLY_FULL = 0.9
+
+
+def _judge(diff: float, err: float) -> str:
+    """A difference that the claim says is positive: **holds** above 0 by more than two standard
+    errors, **does not hold** below 0 by more than two, **not shown** between (or with one seed)."""
+    if not math.isfinite(err):
+        return "**not shown** (one seed: no spread)"
+    return "**holds**" if diff > 2 * err else "**does not hold**" if diff < -2 * err else "**not shown**"
+
+
+def _se(s: tuple[float, float, int]) -> float:
+    """Standard error of the mean of (mean, std, n); NaN for fewer than two values."""
+    return s[1] / math.sqrt(s[2]) if s[2] > 1 else math.nan
+
+
+def _ratio(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float]:
+    """a / b of two means with its propagated standard error."""
+    r = a[0] / b[0]
+    return r, abs(r) * math.sqrt((_se(a) / a[0]) ** 2 + (_se(b) / b[0]) ** 2)
+
+
 def _claim_lines(rows: dict[str, list[dict[str, float]]], sizes: list[int], metric: str
                  ) -> list[str]:
-    """One line per claim of seed 003, from the numbers only."""
+    """One line per claim of seed 003 with its verdict, from the numbers only (differences against
+    two standard errors of the mean over seeds)."""
     mean = {g: _stats([r[metric] for r in runs]) for g, runs in rows.items()}
 
     def m(method: str, model: str, source: str | None, n: int) -> tuple[float, float, int]:
         return mean.get(group_name(method, model, source, n), (math.nan, math.nan, 0))
 
-    def gap(a: tuple[float, float, int], b: tuple[float, float, int]) -> str:
-        if a[2] < 2 or b[2] < 2:
-            return "one seed: no spread to judge the gap by"
-        err = math.sqrt(a[1] ** 2 / a[2] + b[1] ** 2 / b[2])
-        beyond = abs(a[0] - b[0]) > 2 * err
-        return f"gap {a[0] - b[0]:+.1f} ± {err:.1f}: {'more' if beyond else 'less'} than two standard errors"
+    def ok(*stats: tuple[float, float, int]) -> bool:
+        return all(math.isfinite(x[0]) and x[0] > 0 for x in stats)
 
     lines = []
     small, large = sizes[0], sizes[-1]
     lbl = metric.replace("rej", "Rej")
     full = m("scratch", "lundnet5", None, large)
     ft = m("finetune", "lundnet5", "top2tev", small)
-    if math.isfinite(full[0]) and math.isfinite(ft[0]) and full[0] > 0:
+    if ok(full, ft):
+        err = math.sqrt(_se(ft) ** 2 + (NEARLY_FULL * _se(full)) ** 2)
         lines.append(f"- *Fine-tuning reaches nearly full performance with {large // small}x less data*: "
                      f"LundNet-5 fine-tuned from top2tev on {small} jets reaches {lbl} {ft[0]:.1f}, "
-                     f"{ft[0] / full[0]:.2f} of from scratch on {large} jets ({full[0]:.1f}); "
-                     f"{gap(ft, full)}.")
+                     f"{ft[0] / full[0]:.2f} of from scratch on {large} jets ({full[0]:.1f}); 'nearly full' "
+                     f"read as at least {NEARLY_FULL:.0%} of it: "
+                     f"{_judge(ft[0] - NEARLY_FULL * full[0], err)}.")
     fz = {mod: (m("frozen", mod, "top2tev", small), m("scratch", mod, None, small))
           for mod in ("lundnet5", "particlenet")}
-    if all(math.isfinite(a[0]) and math.isfinite(b[0]) and b[0] > 0 for a, b in fz.values()):
+    if all(ok(a, b) for a, b in fz.values()):
         (l5f, l5s), (pnf, pns) = fz["lundnet5"], fz["particlenet"]
+        r5, rp = _ratio(l5f, l5s), _ratio(pnf, pns)
         lines.append(f"- *LundNet-frozen holds up better than ParticleNet-frozen*: frozen / from scratch "
-                     f"{lbl} on {small} jets: LundNet-5 {l5f[0] / l5s[0]:.2f} ({l5f[0]:.1f} / {l5s[0]:.1f}), "
-                     f"ParticleNet {pnf[0] / pns[0]:.2f} ({pnf[0]:.1f} / {pns[0]:.1f}).")
+                     f"{lbl} on {small} jets: LundNet-5 {r5[0]:.2f} ± {r5[1]:.2f} "
+                     f"({l5f[0]:.1f} / {l5s[0]:.1f}), "
+                     f"ParticleNet {rp[0]:.2f} ± {rp[1]:.2f} ({pnf[0]:.1f} / {pns[0]:.1f}): "
+                     f"{_judge(r5[0] - rp[0], math.hypot(r5[1], rp[1]))}.")
     w, scratch = m("finetune", "lundnet5", "wtag", small), m("scratch", "lundnet5", None, small)
-    if math.isfinite(w[0]) and math.isfinite(scratch[0]):
+    if ok(w, scratch):
         lines.append(f"- *Transfer from W to top works*: LundNet-5 fine-tuned from wtag on {small} jets "
-                     f"{lbl} {w[0]:.1f} vs from scratch {scratch[0]:.1f}; {gap(w, scratch)}.")
+                     f"{lbl} {w[0]:.1f} vs from scratch {scratch[0]:.1f} (gain {w[0] - scratch[0]:+.1f} ± "
+                     f"{math.hypot(_se(w), _se(scratch)):.1f}): "
+                     f"{_judge(w[0] - scratch[0], math.hypot(_se(w), _se(scratch)))}.")
     return lines
 
 
@@ -185,11 +212,13 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
                      f"{mean * 30 * 1e6 / 3.6e6:.1f} h |")
     lines.append("")
     lines += ["**Claims of seed 003**", "", *_claim_lines(rows, sizes, "rej30")]
-    ft = [statistics.fmean(v) for (mo, me), v in timing.items() if me == "finetune" and mo == "lundnet5"]
-    fr = [statistics.fmean(v) for (mo, me), v in timing.items() if me == "frozen" and mo == "lundnet5"]
+    ft = timing.get(("lundnet5", "finetune"), [])
+    fr = timing.get(("lundnet5", "frozen"), [])
     if ft and fr:
-        lines.append(f"- *Frozen models are cheaper still*: LundNet-5 {fr[0]:.2f} ms/sample/epoch frozen vs "
-                     f"{ft[0]:.2f} fine-tuned.")
+        a, b = _stats(ft), _stats(fr)
+        lines.append(f"- *Frozen models are cheaper still*: LundNet-5 {b[0]:.2f} ms/sample/epoch frozen vs "
+                     f"{a[0]:.2f} fine-tuned (per run, over every size and seed): "
+                     f"{_judge(a[0] - b[0], math.hypot(_se(a), _se(b)))}.")
     return "\n".join(lines)
 
 
