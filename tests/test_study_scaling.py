@@ -136,7 +136,8 @@ def test_scaling_verdict_on_constructed_numbers() -> None:
     assert "ParticleNet +0.0100" in text and "**holds** (ParticleNet's gain is the smallest" in text
     assert "MIParT-L - ParT +0.0010 ± 0.0082, less than two standard errors: **holds**" in text
     assert "*both pass ParticleNet there*" in text and text.rstrip().endswith("**holds**.")
-    assert "| ParT | 1000, 5000, 25000 |" in text and "passes through the points" in text
+    assert "| ParT | 1000, 5000, 25000 |" in text and "can pass through the points" in text
+    assert "sits at its bound 0" not in text  # every fit here has a floor above 0
     # ParticleNet keeps gaining most: the claim fails, and is said to fail
     rows2 = _scaling_rows({
         "ParticleNet": [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.9, 0.9, 0.9]],
@@ -152,6 +153,8 @@ def test_scaling_verdict_on_constructed_numbers() -> None:
         "MIParT-L": [[0.7, 0.71, 0.72], [0.6, 0.61, 0.62], [0.5, 0.51, 0.52]],
     }, sizes)
     text3 = SC.verdict(rows3)
+    # ParticleNet's error falls faster at the largest size than any power law with a floor: L_inf = 0
+    assert "sits at its bound 0 (ParticleNet 1-acc" in text3 and "no floor (saturation) is visible" in text3
     assert "*MIParT-L improves with data*: accuracy 0.7100 at 1000 jets -> 0.5100" in text3
     assert text3.split("*MIParT-L improves with data*")[1].split("\n")[0].endswith("**does not hold**.")
     assert text3.split("*both pass ParticleNet there*")[1].rstrip().endswith("**does not hold**.")

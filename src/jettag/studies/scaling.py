@@ -142,10 +142,11 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
              "L = 1 - accuracy and 1 - macro AUC, seed means)", "",
              "| model | sizes | 1-acc: L_inf | B | beta | 1-AUC: L_inf | B | beta |",
              "|---|---|---|---|---|---|---|---|"]
+    floor_at_zero = []  # (model, metric) whose fitted L_inf sits at its bound 0
     for model in acc:
         d = [p[0] for p in acc[model]]
         row = [model, ", ".join(str(n) for n in d)]
-        for cur in (acc, auc):
+        for name, cur in (("1-acc", acc), ("1-AUC", auc)):
             pts = [(p[0], 1.0 - p[1]) for p in cur[model] if math.isfinite(p[1])]
             if len({p[0] for p in pts}) < 2:
                 row += ["-", "-", "-"]
@@ -153,11 +154,18 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
             f = fit_power_law([p[0] for p in pts], [p[1] for p in pts])
             beta = "no decrease" if math.isnan(f["beta"]) else f"{f['beta']:.2f}"
             row += [f"{f['L_inf']:.4f}", f"{f['B']:.3g}", beta]
+            if f["L_inf"] == 0.0 and f["B"] > 0.0:
+                floor_at_zero.append(f"{model} {name}")
         lines.append("| " + " | ".join(row) + " |")
     n_sizes = {len(v) for v in acc.values()}
     if n_sizes and max(n_sizes) <= 3:
-        lines.append("\nWith three sizes the three-parameter curve passes through the points: L_inf is an "
-                     "extrapolation that nothing here checks.")
+        lines.append("\nWith three sizes a three-parameter curve can pass through the points, and L_inf is "
+                     "then an extrapolation that nothing here checks.")
+    if floor_at_zero:
+        lines.append(f"Where L_inf sits at its bound 0 ({', '.join(floor_at_zero)}), the best curve with "
+                     "L_inf >= 0 is the pure power law B / D^beta and it misses the points: the error falls "
+                     "faster at the largest size than a power law continues, so no floor (saturation) is "
+                     "visible at these sizes.")
     lines += ["", "**Claims of seed 000** (accuracy; differences ± their standard error over seeds)", ""]
     # every model improves with data
     for model, pts in acc.items():
@@ -207,6 +215,7 @@ def figures(rows: dict[str, list[dict[str, float]]], out: Path) -> dict[str, Pat
     """``scaling.png``: accuracy and macro AUC against training jets (log x), per model, mean ± std
     error over seeds, with the fitted power law."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
@@ -224,6 +233,7 @@ def figures(rows: dict[str, list[dict[str, float]]], out: Path) -> dict[str, Pat
                 fitted = 1.0 - (f["L_inf"] + f["B"] * grid ** -beta)
                 ax.plot(grid, fitted, color=line[0].get_color(), alpha=0.6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones overlap
         ax.set_xlabel("training jets")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
