@@ -56,6 +56,15 @@ def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(vals), se, len(vals)
 
 
+def judge(diff: float, err: float) -> str:
+    """Verdict on a difference that a claim says is positive, with its standard error: **holds**
+    above 0 by more than two standard errors, **does not hold** below 0 by more than two, **not
+    shown** between, or with one seed (no spread)."""
+    if not math.isfinite(err):
+        return "**not shown** (one seed: no spread)"
+    return "**holds**" if diff > 2 * err else "**does not hold**" if diff < -2 * err else "**not shown**"
+
+
 class StudyError(JettagError, ValueError):
     """A study, a selection or a run directory that does not fit."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jettag.studies.base import Data, RunSpec, Scale, Study, mean_se
+from jettag.studies.base import Data, RunSpec, Scale, Study, judge, mean_se
 
 #: (model, pretty name, recipe)
 MODELS = (("particlenet", "ParticleNet", "top_particlenet"), ("part", "ParT", "top_part"),
@@ -127,14 +127,6 @@ def _sig(d: tuple[float, float]) -> str:
     return f"{d[0]:+.4f} ± {d[1]:.4f}, {'more' if abs(d[0]) > 2 * d[1] else 'less'} than two standard errors"
 
 
-def _judge(d: tuple[float, float]) -> str:
-    """A difference (value, standard error) that should be positive: holds above 0 by more than two
-    standard errors, does not hold below 0 by more than two, else (or with no spread) not shown."""
-    if not math.isfinite(d[1]):
-        return "**not shown** (one seed: no spread)"
-    return "**holds**" if d[0] > 2 * d[1] else "**does not hold**" if d[0] < -2 * d[1] else "**not shown**"
-
-
 def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
     """The fits per model, and seed 000's three scaling claims judged from the numbers."""
     acc, auc = curves(rows, "acc"), curves(rows, "auc")
@@ -173,7 +165,7 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
             continue
         d = _diff(pts[-1][1:], pts[0][1:])
         lines.append(f"- *{model} improves with data*: accuracy {pts[0][1]:.4f} at {pts[0][0]} jets -> "
-                     f"{pts[-1][1]:.4f} at {pts[-1][0]} jets ({_sig(d)}): {_judge(d)}.")
+                     f"{pts[-1][1]:.4f} at {pts[-1][0]} jets ({_sig(d)}): {judge(*d)}.")
     # ParticleNet saturates first: the smallest gain over the last size step
     last = {m: _diff(p[-1][1:], p[-2][1:]) for m, p in acc.items() if len(p) >= 2}
     if "ParticleNet" in last and len(last) > 1:
@@ -199,7 +191,7 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
         eq = _diff(big["MIParT-L"][1:], big["ParT"][1:])
         vs = {m: _diff(big[m][1:], big["ParticleNet"][1:]) for m in ("MIParT-L", "ParT")}
         near = math.isfinite(eq[1]) and abs(eq[0]) <= 2 * eq[1]
-        judged = [_judge(v) for v in vs.values()]
+        judged = [judge(*v) for v in vs.values()]
         both = ("**holds**" if all(j == "**holds**" for j in judged) else
                 "**does not hold**" if "**does not hold**" in judged else "**not shown**")
         equal = ("**not shown** (one seed: no spread)" if not math.isfinite(eq[1]) else

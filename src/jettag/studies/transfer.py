@@ -24,7 +24,7 @@ import re
 import statistics
 from collections.abc import Sequence
 
-from jettag.studies.base import Data, RunSpec, Scale, Study
+from jettag.studies.base import Data, RunSpec, Scale, Study, judge, mean_se
 from jettag.train.transfer import FINETUNE_LR_FACTOR, transfer_overrides
 
 #: (source name, model, source dataset, fine-tuning lr factor): seed 003's four sources
@@ -122,30 +122,17 @@ def timing_rows(rows: dict[str, list[dict[str, float]]]) -> dict[tuple[str, str]
 NEARLY_FULL = 0.9
 
 
-def _judge(diff: float, err: float) -> str:
-    """A difference that the claim says is positive: **holds** above 0 by more than two standard
-    errors, **does not hold** below 0 by more than two, **not shown** between (or with one seed)."""
-    if not math.isfinite(err):
-        return "**not shown** (one seed: no spread)"
-    return "**holds**" if diff > 2 * err else "**does not hold**" if diff < -2 * err else "**not shown**"
-
-
-def _se(s: tuple[float, float, int]) -> float:
-    """Standard error of the mean of (mean, std, n); NaN for fewer than two values."""
-    return s[1] / math.sqrt(s[2]) if s[2] > 1 else math.nan
-
-
 def _ratio(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float]:
-    """a / b of two means with its propagated standard error."""
+    """a / b of two ``mean_se`` results, with its propagated standard error."""
     r = a[0] / b[0]
-    return r, abs(r) * math.sqrt((_se(a) / a[0]) ** 2 + (_se(b) / b[0]) ** 2)
+    return r, abs(r) * math.sqrt((a[1] / a[0]) ** 2 + (b[1] / b[0]) ** 2)
 
 
 def _claim_lines(rows: dict[str, list[dict[str, float]]], sizes: list[int], metric: str
                  ) -> list[str]:
     """One line per claim of seed 003 with its verdict, from the numbers only (differences against
     two standard errors of the mean over seeds)."""
-    mean = {g: _stats([r[metric] for r in runs]) for g, runs in rows.items()}
+    mean = {g: mean_se([r[metric] for r in runs]) for g, runs in rows.items()}
 
     def m(method: str, model: str, source: str | None, n: int) -> tuple[float, float, int]:
         return mean.get(group_name(method, model, source, n), (math.nan, math.nan, 0))
@@ -159,12 +146,12 @@ def _claim_lines(rows: dict[str, list[dict[str, float]]], sizes: list[int], metr
     full = m("scratch", "lundnet5", None, large)
     ft = m("finetune", "lundnet5", "top2tev", small)
     if ok(full, ft):
-        err = math.sqrt(_se(ft) ** 2 + (NEARLY_FULL * _se(full)) ** 2)
+        err = math.hypot(ft[1], NEARLY_FULL * full[1])
         lines.append(f"- *Fine-tuning reaches nearly full performance with {large // small}x less data*: "
                      f"LundNet-5 fine-tuned from top2tev on {small} jets reaches {lbl} {ft[0]:.1f}, "
                      f"{ft[0] / full[0]:.2f} of from scratch on {large} jets ({full[0]:.1f}); 'nearly full' "
                      f"read as at least {NEARLY_FULL:.0%} of it: "
-                     f"{_judge(ft[0] - NEARLY_FULL * full[0], err)}.")
+                     f"{judge(ft[0] - NEARLY_FULL * full[0], err)}.")
     fz = {mod: (m("frozen", mod, "top2tev", small), m("scratch", mod, None, small))
           for mod in ("lundnet5", "particlenet")}
     if all(ok(a, b) for a, b in fz.values()):
@@ -174,13 +161,13 @@ def _claim_lines(rows: dict[str, list[dict[str, float]]], sizes: list[int], metr
                      f"{lbl} on {small} jets: LundNet-5 {r5[0]:.2f} ± {r5[1]:.2f} "
                      f"({l5f[0]:.1f} / {l5s[0]:.1f}), "
                      f"ParticleNet {rp[0]:.2f} ± {rp[1]:.2f} ({pnf[0]:.1f} / {pns[0]:.1f}): "
-                     f"{_judge(r5[0] - rp[0], math.hypot(r5[1], rp[1]))}.")
+                     f"{judge(r5[0] - rp[0], math.hypot(r5[1], rp[1]))}.")
     w, scratch = m("finetune", "lundnet5", "wtag", small), m("scratch", "lundnet5", None, small)
     if ok(w, scratch):
         lines.append(f"- *Transfer from W to top works*: LundNet-5 fine-tuned from wtag on {small} jets "
                      f"{lbl} {w[0]:.1f} vs from scratch {scratch[0]:.1f} (gain {w[0] - scratch[0]:+.1f} ± "
-                     f"{math.hypot(_se(w), _se(scratch)):.1f}): "
-                     f"{_judge(w[0] - scratch[0], math.hypot(_se(w), _se(scratch)))}.")
+                     f"{math.hypot(w[1], scratch[1]):.1f}): "
+                     f"{judge(w[0] - scratch[0], math.hypot(w[1], scratch[1]))}.")
     return lines
 
 
@@ -215,10 +202,10 @@ def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
     ft = timing.get(("lundnet5", "finetune"), [])
     fr = timing.get(("lundnet5", "frozen"), [])
     if ft and fr:
-        a, b = _stats(ft), _stats(fr)
+        a, b = mean_se(ft), mean_se(fr)
         lines.append(f"- *Frozen models are cheaper still*: LundNet-5 {b[0]:.2f} ms/sample/epoch frozen vs "
                      f"{a[0]:.2f} fine-tuned (per run, over every size and seed): "
-                     f"{_judge(a[0] - b[0], math.hypot(_se(a), _se(b)))}.")
+                     f"{judge(a[0] - b[0], math.hypot(a[1], b[1]))}.")
     return "\n".join(lines)
 
 
