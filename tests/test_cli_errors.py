@@ -147,6 +147,15 @@ def test_missing_generate_extra_before_anything_is_written(
     assert capsys.readouterr().err == "jettag train: " + want
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
+    # a study whose first run reads a file and whose later runs' data would be generated in the
+    # background while that run trains: the missing extra is found before any training
+    first = tmp_path / "given.parquet"
+    first.write_bytes(b"not read before the check")
+    argv = ["study", "scaling", "--quick", "--data", f"jetclass_1={first}", "--out", str(tmp_path / "sc")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "jettag study: " + want
+    assert not (tmp_path / "sc").exists() and not (tmp_path / "cache").exists()
+
 
 def test_train_from_cached_sample_needs_no_generate_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           files: dict[str, Path]) -> None:

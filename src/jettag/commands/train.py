@@ -41,19 +41,8 @@ def _recipe_names() -> list[str]:
     return sorted(p.stem for p in config_dir().glob("*.yaml"))
 
 
-def _require_generation(data: dict) -> None:
-    """Fail before the run directory is made if a ``generate:`` dataset needs the missing extra."""
-    from jettag.data.dataset import GENERATE_PREFIX, parse_generate
-    from jettag.data.generate.cache import require_generate_unless_cached
-
-    for key in ("path", "val", "test"):
-        spec = str(data.get(key) or "")
-        if spec.startswith(GENERATE_PREFIX):
-            recipe, n_jets, seed = parse_generate(spec)
-            require_generate_unless_cached(recipe, n_jets, seed, data.get("detector", "none"))
-
-
 def run(args: argparse.Namespace) -> int:
+    from jettag.data.generate.cache import require_generation
     from jettag.errors import UsageError
     from jettag.train.config import apply_overrides, read_config, resolve
     from jettag.train.trainer import train
@@ -69,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give a RECIPE (or --resume RUN_DIR)")
         cfg = resolve(args.recipe, args.overrides)
         run_dir = Path(args.run_dir or f"runs/{cfg['recipe']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    _require_generation(cfg["data"])
+    require_generation(cfg["data"])  # a missing extra: one line before the run directory exists
     from jettag.train import distributed as D
 
     try:

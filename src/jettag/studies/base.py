@@ -358,6 +358,7 @@ def run_study(
     ``retrain_changed`` retrains runs whose directory holds another command's run (else refused).
     """
     from jettag.data.dataset import resolve_data_path
+    from jettag.data.generate.cache import require_generation
     from jettag.evaluate.report import write_report
     from jettag.train.config import ConfigError, resolve
 
@@ -384,10 +385,11 @@ def run_study(
             raise StudyError(f"dataset {name!r}: {specs[name]} does not exist")
     try:  # a typo in --set or a recipe: one line now, not after an hour of training
         overrides = {r.name: train_overrides(study, r, scale, specs[r.data], runs_dir, extra) for r in plan}
-        for r in plan:
-            resolve(r.recipe, overrides[r.name])
+        configs = [resolve(r.recipe, overrides[r.name]) for r in plan]
     except ConfigError as err:
         raise StudyError(str(err)) from None
+    for cfg in configs:  # data made later (in the background, test samples): its extra checked now
+        require_generation(cfg["data"])
     timings: dict[str, float] = {}
 
     def make(name: str) -> Callable[[], None]:

@@ -411,7 +411,7 @@ STUDY = Study(
         # benchmarks/flavour_results.md; ParticleNet and MIParT dominate it)
         "quick": Scale(epochs=0.0, overrides=("train.epochs=2", "data.max_len=48", "train.batch_size=32",
                                               "train.grad_accum=1", "train.lr=1.0e-3")),
-        # the seed's recipe scaled to what one session of a 2-core CPU trains (~1 core-hour with the data):
+        # the seed's recipe scaled to what one session of a 2-core CPU trains (benchmarks/flavour_results.md):
         # batch 64 without accumulation (40 steps per epoch on the 2560 training jets) and 10x the peak
         # lr (the seed's 1e-4 barely moves a few-thousand-jet run in a few epochs)
         "cpu": Scale(epochs=0.0, overrides=("train.epochs=6", "train.batch_size=64", "train.grad_accum=1",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from jettag.data.generate.runner import DEFAULT_CHUNK_SIZE, GENERATOR_VERSION, generate, require_generate
 
@@ -60,6 +62,19 @@ def require_generate_unless_cached(
     """
     if not is_complete(cache_entry(recipe, n_jets, seed, detector, cache_dir, mpi, chunk_size)):
         require_generate()
+
+
+def require_generation(data: Mapping[str, Any]) -> None:
+    """Raise ``MissingExtraError`` now if a ``generate:`` dataset of a run's ``data`` section (its
+    ``path``, ``val`` or ``test``) must still be generated and the extra is missing: for callers
+    (``jettag train``, a study) that would make run directories or train before reaching it."""
+    from jettag.data.dataset import GENERATE_PREFIX, parse_generate
+
+    for key in ("path", "val", "test"):
+        spec = str(data.get(key) or "")
+        if spec.startswith(GENERATE_PREFIX):
+            recipe, n_jets, seed = parse_generate(spec)
+            require_generate_unless_cached(recipe, n_jets, seed, data.get("detector", "none"))
 
 
 def cached_dataset(
