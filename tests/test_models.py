@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from jettag.data.kinds.particles import example_inputs
-from jettag.models import create_model, feature_dim, list_models
+from jettag.models import create_model, feature_dim, layers, list_models
 from jettag.models.layers import (
     Attention,
     MaskedBatchNorm,
@@ -84,6 +84,30 @@ def test_padding_does_not_change_outputs(models, name):
         for b, n in enumerate([5, 31, 2, 60]):
             alone = model(*repad(tuple(t[b:b + 1] for t in inputs), n))
             torch.testing.assert_close(alone[0], batch[b], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mipart", "part", "particlenet"])
+def test_inference_in_sub_batches_equals_the_whole_batch(models, name):
+    """Without autograd, eval-mode CPU inference runs in length-sorted sub-batches cut to their longest
+    jet; the logits must be those of the whole batch (computed with autograd on, which never splits),
+    in the input order. A budget of 64 particles splits these 9 jets into several sub-batches."""
+    model = models[name]
+    lengths = [17, 3, 40, 9, 1, 33, 12, 40, 25]
+    inputs = example_inputs(7, lengths=lengths, length=48, seed=8)
+    inputs[3][5, 0, 4] = False  # a hole: the sub-batch must still reach the jet's last real particle
+    whole = model(*inputs).detach()
+    budget = model.inference_particles
+    try:
+        model.inference_particles = 64
+        with torch.no_grad():
+            split = model(*inputs)
+        with torch.no_grad(), layers.capture_attention(model) as rec:  # captured per batch, never split
+            model(*inputs)
+    finally:
+        model.inference_particles = budget
+    # sub-batches change only the padding and the GEMM shapes (summation order): float32 rounding
+    torch.testing.assert_close(split, whole, atol=2e-5, rtol=1e-5)
+    assert all(len(calls) == 1 and calls[0].shape[0] == len(lengths) for calls in rec.values())
 
 
 @pytest.mark.parametrize("name", INVARIANCE)
@@ -224,8 +248,11 @@ def test_gradients_reach_every_parameter(name):
     assert not missing, f"no gradient for {missing}"
 
 
-def test_pair_embedding_paths_agree():
-    """Real-pair (eager), whole-triangle (torch.compile) and broadcast (ONNX) paths give one U."""
+def test_pair_embedding_paths_agree(monkeypatch):
+    """Real-pair (eager), whole-triangle (torch.compile) and broadcast (ONNX) paths give one U. In eval
+    mode without autograd the real-pair path runs the BN-folded MLP a few rows at a time (5 here,
+    so the 70 real pairs span chunk boundaries); the other two apply BN as written."""
+    monkeypatch.setattr(layers, "PAIR_ROWS", 5)
     torch.manual_seed(0)
     embed = PairEmbed(4, (16, 16, 8), outputs=(1, 2)).eval()
     for m in embed.modules():

@@ -15,7 +15,8 @@ Blocks:
 - ``PairEmbed``: BN + pointwise (Linear -> BN -> GELU) layers on the pair features of
   ``jettag.physics.pairs``, evaluated on the lower triangle (U is symmetric) and mirrored only
   after the last layer, so the MLP runs on P(P+1)/2 pairs instead of P^2. It can emit the
-  output of several layers (MIParT's U1 and U2 come from one MLP).
+  output of several layers (MIParT's U1 and U2 come from one MLP). At inference (eval, no
+  autograd) the BNs are folded into the Linears and the pairs go through in cache-sized chunks.
 - ``Attention``: multi-head attention through ``F.scaled_dot_product_attention`` with the pair
   bias (padded keys already at -inf) as a float ``attn_mask``.
 - ``NormFormerBlock``: ParT's block (LN -> attention -> per-head scale -> LN -> dropout ->
@@ -44,6 +45,8 @@ from torch import nn
 from jettag.physics.pairs import pair_features_dense, pair_features_tril, scatter_tril
 
 NEG_INF = float("-inf")
+#: rows of pairs per step of the pair MLP at inference (~2 MiB of float32 activations at width 64)
+PAIR_ROWS = 8192
 
 
 def exporting() -> bool:
@@ -220,12 +223,48 @@ class PairEmbed(nn.Module):
         bidx, tidx = (m[:, i] & m[:, j]).nonzero(as_tuple=True)
         x = feats.transpose(1, 2)[bidx, tidx]  # (N_real, 4)
         ii, jj = i[tidx], j[tidx]
+        if not (self.training or torch.is_grad_enabled()):
+            return [_ScatterPairs.apply(y, bidx, ii, jj, b, n) for y in self._mlp_inference(x)]
         x = self.input_bn(x)
         outs = []
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
                 outs.append(_ScatterPairs.apply(x, bidx, ii, jj, b, n))
+        return outs
+
+    def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (weight, bias) with its eval-mode BN folded in (and the input BN into the
+        first): Linear -> BN(running statistics) is the single affine map W' x + b' with
+        W' = s W, b' = s (b - mean) + beta, s = gamma / sqrt(var + eps)."""
+        def scale_shift(bn: MaskedBatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+            s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            return s, bn.bias - bn.running_mean * s
+
+        s_in, t_in = scale_shift(self.input_bn)
+        folded = []
+        for k, layer in enumerate(self.layers):
+            w, b = layer.linear.weight, layer.linear.bias
+            if k == 0:
+                w, b = w * s_in, b + w @ t_in
+            s, t = scale_shift(layer.bn)
+            folded.append((w * s.unsqueeze(-1), b * s + t))
+        return folded
+
+    def _mlp_inference(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The pair MLP in eval mode without autograd on (N, 4) pair features: BN folded into the
+        Linears (``folded_layers``) and the rows taken ``PAIR_ROWS`` at a time, so that each
+        layer's activations stay in the CPU cache between the GEMM and the activation instead of
+        streaming N x width floats through memory once per operation. Returns the requested
+        outputs, (N, width) each."""
+        layers = self.folded_layers()
+        outs = [x.new_empty(x.shape[0], layers[k][0].shape[0]) for k in self.outputs]
+        for start in range(0, x.shape[0], PAIR_ROWS):
+            y = x[start:start + PAIR_ROWS]
+            for k, ((w, b), layer) in enumerate(zip(layers, self.layers)):
+                y = layer.act(F.linear(y, w, b))
+                if k in self.outputs:
+                    outs[self.outputs.index(k)][start:start + PAIR_ROWS] = y
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -495,9 +534,11 @@ def capture_attention(model: nn.Module) -> Iterator[dict[str, list[torch.Tensor]
     store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     for name, m in modules.items():
         m.record = store[name]
+    model.capturing_attention = True  # one forward call per batch, not per inference sub-batch
     try:
         yield store
     finally:
+        model.capturing_attention = False
         for m in modules.values():
             m.record = None
 
