@@ -237,6 +237,49 @@ def test_mi_attention_dropout_gradients():
     assert torch.autograd.gradcheck(f, (x, probs))
 
 
+def test_shared_mi_probabilities_gradients():
+    """The shared path (softmax in U1's buffer, one workspace, gradients of three chained MI blocks
+    accumulated in place, softmax backward in place) against finite differences, padded keys masked."""
+    blocks = [ValueAttention(6, 3, dropout=0.3).double().train() for _ in range(3)]
+    x = torch.randn(2, 5, 6, dtype=torch.double, requires_grad=True)
+    u1 = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+
+    def f(x, u1):
+        torch.manual_seed(7)  # the same masks on every evaluation
+        shared = layers.SharedProbabilities(u1.clone(), keep)
+        for block in blocks:
+            x = x + block(x, shared)
+        return x
+
+    assert torch.autograd.gradcheck(f, (x, u1))
+
+
+def test_mipart_training_step_is_the_same_with_shared_probabilities(monkeypatch):
+    """MIParT's CPU training path (``SharedProbabilities``) against the plain one (softmax(U1) as an
+    autograd tensor in every MI block), same seed so the same dropout masks: same loss, same gradients."""
+    from jettag.models import mipart
+
+    torch.manual_seed(0)
+    model = create_model("mipart", num_classes=3, features="kin").train()
+    inputs = example_inputs(7, lengths=[17, 3, 40, 9, 33], length=40, seed=8)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+
+    def step():
+        torch.manual_seed(5)
+        model.zero_grad()
+        loss = F.cross_entropy(model(*inputs), labels)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    shared_loss, shared_grad = step()
+    monkeypatch.setattr(mipart, "sparse_dropout_ok", lambda x: False)
+    plain_loss, plain_grad = step()
+    assert torch.equal(shared_loss, plain_loss)  # the forward is the same computation
+    # backward sums the blocks' gradients in another order: float32 rounding against the largest entry
+    torch.testing.assert_close(shared_grad, plain_grad, atol=1e-6 * plain_grad.abs().max().item(), rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["mipart", "part", "particlenet", "pfn"])
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)

@@ -157,8 +157,8 @@ class _ScatterPairs(torch.autograd.Function):
     (zero elsewhere), written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor
     so that the softmax / attention bias downstream reads rows without a layout copy.
 
-    Backward gathers the gradient at (i, j) and at (j, i) (the diagonal once) from one channel-last
-    copy of it, where autograd's two ``index_put_`` would clone and re-zero the whole gradient twice.
+    Backward gathers the gradient at (i, j) and at (j, i) (the diagonal once) through a channel-last
+    view of it, where autograd's two ``index_put_`` would clone and re-zero the whole gradient twice.
     """
 
     @staticmethod
@@ -174,11 +174,10 @@ class _ScatterPairs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
         bidx, ii, jj = ctx.saved_tensors
-        _, c, n, _ = grad.shape
-        rows = grad.permute(0, 2, 3, 1).contiguous().view(-1, c)  # (B * P * P, C)
-        base = bidx * (n * n)
-        below = rows.index_select(0, base + ii * n + jj)
-        above = rows.index_select(0, base + jj * n + ii).masked_fill_((ii == jj).unsqueeze(-1), 0.0)
+        b, c, n, _ = grad.shape
+        pairs = grad.reshape(b, c, n * n).transpose(1, 2)  # (B, P * P, C) view, no layout copy
+        below = pairs[bidx, ii * n + jj]
+        above = pairs[bidx, jj * n + ii].masked_fill_((ii == jj).unsqueeze(-1), 0.0)
         return below.add_(above), None, None, None, None, None
 
 
@@ -490,6 +489,99 @@ def dropout_matmul(a: torch.Tensor, v: torch.Tensor, p: float, training: bool) -
     return out.view(*lead, *out.shape[-2:])
 
 
+class SharedProbabilities:
+    """MIParT's softmax(U1) (B, H, P, P) over keys, padded keys masked, shared by the MI blocks of one
+    training step on CPU (float32).
+
+    Each block applies its own dropout mask to the same probabilities. Passed to the blocks as an
+    autograd input, the probabilities would cost per block a saved masked copy, an outer-product
+    gradient and an accumulating sum, and the mask and softmax two more copies, each a fresh
+    (B, H, P, P) tensor. Here ``_ShareProbabilities`` turns U1's own buffer into the probabilities in
+    place and enters autograd once (a scalar token stands for them in the blocks' graph); the blocks
+    share two buffers: ``workspace`` holds the masked copy of the block being computed (rebuilt from
+    the saved dropped positions in backward) and ``grad`` accumulates every block's gradient in place,
+    where the softmax backward then runs in place too.
+    """
+
+    def __init__(self, u1: torch.Tensor, keep: torch.Tensor) -> None:
+        """``u1`` (B, H, P, P) float32, a fresh tensor no other operation saved (it is overwritten);
+        ``keep`` (B, P) bool, the real particles."""
+        self.workspace: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+        self.probs, self.token = _ShareProbabilities.apply(u1, keep, self)
+
+    def masked(self, pos: torch.Tensor) -> torch.Tensor:
+        """The probabilities with the entries at ``pos`` zeroed, in the (N, T, S) workspace."""
+        if self.workspace is None:
+            self.workspace = torch.empty_like(self.probs, memory_format=torch.contiguous_format)
+        kept = self.workspace.view(-1, *self.probs.shape[-2:])
+        kept.copy_(self.probs.view(kept.shape))
+        kept.view(-1).index_fill_(0, pos, 0.0)
+        return kept
+
+
+class _ShareProbabilities(torch.autograd.Function):
+    """U1 -> (softmax over unmasked keys written into U1's buffer, a scalar token). Backward takes the
+    gradient the MI blocks accumulated in ``shared.grad`` through the softmax, in place:
+    dL/dU1 = probs * (g - sum_keys(g * probs)); masked keys have probability 0 and get 0."""
+
+    @staticmethod
+    def forward(ctx, u1: torch.Tensor, keep: torch.Tensor, shared: SharedProbabilities
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        u1.masked_fill_(~keep[:, None, None, :], NEG_INF)
+        probs = torch.ops.aten._softmax.out(u1, -1, False, out=u1)  # row by row: in place is exact
+        ctx.mark_dirty(u1)
+        ctx.mark_non_differentiable(probs)
+        ctx.save_for_backward(probs)
+        ctx.set_materialize_grads(False)  # no zero (B, H, P, P) gradient for the non-differentiable probs
+        ctx.shared = shared
+        return probs, probs.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _: torch.Tensor, __: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (probs,) = ctx.saved_tensors
+        shared = ctx.shared
+        g, shared.grad, shared.workspace = shared.grad, None, None
+        if g is None:
+            return None, None, None
+        n = probs.shape[-1]
+        g = g.view(probs.shape)
+        row_dot = torch.matmul(g.view(-1, 1, n), probs.reshape(-1, n, 1)).view(*probs.shape[:-1], 1)
+        return g.sub_(row_dot).mul_(probs), None, None
+
+
+class _SharedDropoutMatmul(torch.autograd.Function):
+    """``dropout(probs, p) @ v`` for the shared probabilities (B, H, P, P) and v (B, H, P, D): the
+    mask as in ``_DropoutMatmul`` (``dropped_positions``, the same random numbers), the masked copy in
+    the shared workspace, the gradient of ``probs`` added into ``shared.grad``."""
+
+    @staticmethod
+    def forward(ctx, token: torch.Tensor, v: torch.Tensor, shared: SharedProbabilities, p: float
+                ) -> torch.Tensor:
+        pos = dropped_positions(shared.probs.numel(), p)
+        kept = shared.masked(pos)
+        v3 = v.reshape(-1, *v.shape[-2:])
+        ctx.shared, ctx.scale, ctx.v_shape = shared, 1.0 / (1.0 - p), v.shape
+        ctx.save_for_backward(v3, pos)
+        return torch.bmm(kept, v3).mul_(ctx.scale).view(v.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        v3, pos = ctx.saved_tensors
+        shared = ctx.shared
+        grad = grad.reshape(v3.shape) * ctx.scale
+        kept = shared.masked(pos)
+        grad_v = torch.bmm(kept.transpose(1, 2), grad)
+        if shared.grad is None:  # the last block's backward runs first
+            shared.grad = torch.bmm(grad, v3.transpose(1, 2))
+            shared.grad.view(-1).index_fill_(0, pos, 0.0)
+        else:
+            torch.bmm(grad, v3.transpose(1, 2), out=kept)
+            kept.view(-1).index_fill_(0, pos, 0.0)
+            shared.grad.add_(kept)
+        return torch.zeros((), dtype=grad.dtype), grad_v.view(ctx.v_shape), None, None
+
+
 class ValueAttention(nn.Module):
     """MIParT's MI attention: out = softmax(U1) V with one head per U1 channel, value-only.
 
@@ -509,12 +601,15 @@ class ValueAttention(nn.Module):
         self.vv = nn.Linear(embed_dim, embed_dim, bias=False)
         self.record: list[torch.Tensor] | None = None  # set by ``capture_attention`` only
 
-    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, probs: torch.Tensor | SharedProbabilities) -> torch.Tensor:
         b, p, d = x.shape
-        if self.record is not None:
-            self.record.append(probs.detach().float())
         v = self.vv(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, P, hd)
-        out = dropout_matmul(probs.to(v.dtype), v, self.dropout, self.training)  # (B, H, P, hd)
+        if isinstance(probs, SharedProbabilities):
+            out = _SharedDropoutMatmul.apply(probs.token, v, probs, self.dropout if self.training else 0.0)
+        else:
+            if self.record is not None:
+                self.record.append(probs.detach().float())
+            out = dropout_matmul(probs.to(v.dtype), v, self.dropout, self.training)  # (B, H, P, hd)
         return out.transpose(1, 2).reshape(b, p, d)
 
 

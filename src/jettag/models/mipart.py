@@ -37,10 +37,12 @@ from jettag.models.layers import (
     NormFormerBlock,
     PairEmbed,
     ParticleEmbed,
+    SharedProbabilities,
     compute_dtype,
     drop_path_rates,
     init_linear,
     key_padding_bias,
+    sparse_dropout_ok,
 )
 from jettag.models.registry import JetModel, register_model
 
@@ -84,7 +86,11 @@ class MIParticleTransformer(JetModel):
         x = self.embed(features, mask)
         u1, u2 = self.pair_embed(vectors, mask)
         dtype = compute_dtype(x)
-        probs = self.mi_probabilities(u1, mask, dtype)
+        probs: torch.Tensor | SharedProbabilities
+        if self.training and torch.is_grad_enabled() and sparse_dropout_ok(u1) and dtype == torch.float32:
+            probs = SharedProbabilities(u1, mask[:, 0])  # in U1's buffer; two more buffers for all MI blocks
+        else:
+            probs = self.mi_probabilities(u1, mask, dtype)
         del u1
         for block in self.mi_blocks:
             x = block(x, probs=probs)
