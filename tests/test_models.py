@@ -237,6 +237,17 @@ def test_mi_attention_dropout_gradients():
     assert torch.autograd.gradcheck(f, (x, probs))
 
 
+def test_fused_linear_gelu_is_linear_then_exact_gelu():
+    """Without autograd on CPU ``linear_gelu`` is oneDNN's fused kernel; it must be GELU's erf form."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(300, 48) * 2, torch.randn(96, 48) * 0.3, torch.randn(96)
+    with torch.no_grad():
+        fused = layers.linear_gelu(x, w, b)
+    # another GEMM kernel (summation order) and GELU evaluation: float32 rounding; the tanh
+    # approximation differs by up to ~1e-3 and fails this
+    torch.testing.assert_close(fused, F.gelu(F.linear(x, w, b)), atol=1e-5, rtol=1e-5)
+
+
 def test_shared_mi_probabilities_gradients():
     """The shared path (softmax in U1's buffer, one workspace, gradients of three chained MI blocks
     accumulated in place, softmax backward in place) against finite differences, padded keys masked."""
