@@ -237,7 +237,7 @@ class PairEmbed(nn.Module):
         x = feats.transpose(1, 2)[bidx, tidx]  # (N_real, 4)
         ii, jj = i[tidx], j[tidx]
         if not (self.training or torch.is_grad_enabled()):
-            return [_ScatterPairs.apply(y, bidx, ii, jj, b, n) for y in self._mlp_inference(x)]
+            return self._mlp_inference(x, bidx, ii, jj, b, n)
         x = self.input_bn(x)
         outs = []
         for k, layer in enumerate(self.layers):
@@ -264,20 +264,27 @@ class PairEmbed(nn.Module):
             folded.append((w * s.unsqueeze(-1), b * s + t))
         return folded
 
-    def _mlp_inference(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The pair MLP in eval mode without autograd on (N, 4) pair features: BN folded into the
-        Linears (``folded_layers``) and the rows taken ``PAIR_ROWS`` at a time, so that each
-        layer's activations stay in the CPU cache between the GEMM and the activation instead of
-        streaming N x width floats through memory once per operation. Returns the requested
-        outputs, (N, width) each."""
+    def _mlp_inference(self, x: torch.Tensor, bidx: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, b: int,
+                       n: int) -> list[torch.Tensor]:
+        """The pair MLP in eval mode without autograd on the (N, 4) features of the real pairs
+        (b, i, j), i >= j: BN folded into the Linears (``folded_layers``) and the rows taken
+        ``PAIR_ROWS`` at a time, so that each layer's activations stay in the CPU cache between the
+        GEMM and the activation instead of streaming N x width floats through memory once per
+        operation; each chunk's requested outputs go straight to (i, j) and (j, i) of their
+        symmetric (B, width, P, P) tensors (zero elsewhere)."""
         layers = self.folded_layers()
-        outs = [x.new_empty(x.shape[0], layers[k][0].shape[0]) for k in self.outputs]
+        outs = [x.new_zeros(b, layers[k][0].shape[0], n, n) for k in self.outputs]
+        views = [out.permute(0, 2, 3, 1) for out in outs]  # (B, P, P, width) views
         for start in range(0, x.shape[0], PAIR_ROWS):
-            y = x[start:start + PAIR_ROWS]
-            for k, ((w, b), layer) in enumerate(zip(layers, self.layers)):
-                y = linear_gelu(y, w, b) if isinstance(layer.act, nn.GELU) else layer.act(F.linear(y, w, b))
+            rows = slice(start, start + PAIR_ROWS)
+            y = x[rows]
+            for k, ((w, bias), layer) in enumerate(zip(layers, self.layers)):
+                gelu = isinstance(layer.act, nn.GELU)
+                y = linear_gelu(y, w, bias) if gelu else layer.act(F.linear(y, w, bias))
                 if k in self.outputs:
-                    outs[self.outputs.index(k)][start:start + PAIR_ROWS] = y
+                    view = views[self.outputs.index(k)]
+                    view.index_put_((bidx[rows], ii[rows], jj[rows]), y)
+                    view.index_put_((bidx[rows], jj[rows], ii[rows]), y)
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

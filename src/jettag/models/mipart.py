@@ -40,6 +40,7 @@ from jettag.models.layers import (
     SharedProbabilities,
     compute_dtype,
     drop_path_rates,
+    exporting,
     init_linear,
     key_padding_bias,
     sparse_dropout_ok,
@@ -76,9 +77,14 @@ class MIParticleTransformer(JetModel):
         init_linear(self)
 
     def mi_probabilities(self, u1: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """softmax over keys of U1 (B, D1, P, P) with padded keys at -inf, in float32, stored as dtype."""
-        scores = u1.float().masked_fill(~mask[:, 0][:, None, None, :], NEG_INF)
-        return torch.softmax(scores, dim=-1).to(dtype)
+        """softmax over keys of U1 (B, D1, P, P) with padded keys at -inf, in float32, stored as dtype.
+        Without autograd (inference) the mask and the softmax are written into U1's own buffer."""
+        keys = ~mask[:, 0][:, None, None, :]
+        traced = exporting() or torch.compiler.is_compiling()
+        if torch.is_grad_enabled() or u1.dtype != torch.float32 or traced:
+            return torch.softmax(u1.float().masked_fill(keys, NEG_INF), dim=-1).to(dtype)
+        u1.masked_fill_(keys, NEG_INF)
+        return torch.ops.aten._softmax.out(u1, -1, False, out=u1).to(dtype)  # row by row: in place is exact
 
     def forward_features(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor,
                          mask: torch.Tensor) -> torch.Tensor:
