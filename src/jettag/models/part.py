@@ -34,6 +34,7 @@ from jettag.models.registry import JetModel, register_model
 
 class ParticleTransformer(JetModel):
     inference_particles = 4096  # eval sub-batch (JetModel.forward), the fastest of 512-4096 on 2 cores
+
     def __init__(self, input_dim: int, num_classes: int, embed_dims: Sequence[int] = (128, 512, 128),
                  pair_embed_dims: Sequence[int] = (64, 64, 64), num_heads: int = 8, num_layers: int = 8,
                  num_cls_layers: int = 2, dropout: float = 0.1, drop_path: float = 0.0) -> None:

@@ -26,6 +26,7 @@ DEFAULT_CONV = ((16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))
 
 class ParticleNet(JetModel):
     inference_particles = 1024  # eval sub-batch (JetModel.forward), the fastest of 512-4096 on 2 cores
+
     def __init__(self, input_dim: int, num_classes: int,
                  conv_params: Sequence[tuple[int, Sequence[int]]] = DEFAULT_CONV,
                  fc_params: Sequence[tuple[int, float]] = ((256, 0.1),)) -> None:
