@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.models import mi_kernels
 from jettag.physics.pairs import pair_features_dense, pair_features_tril, scatter_tril
 
 NEG_INF = float("-inf")
@@ -516,35 +517,26 @@ class SharedProbabilities:
 
     Each block applies its own dropout mask to the same probabilities. Passed to the blocks as an
     autograd input, the probabilities would cost per block a saved masked copy, an outer-product
-    gradient and an accumulating sum, and the mask and softmax two more copies, each a fresh
-    (B, H, P, P) tensor. Here ``_ShareProbabilities`` turns U1's own buffer into the probabilities in
-    place and enters autograd once (a scalar token stands for them in the blocks' graph); the blocks
-    share two buffers: ``workspace`` holds the masked copy of the block being computed (rebuilt from
-    the saved dropped positions in backward) and ``grad`` accumulates every block's gradient in place,
-    where the softmax backward then runs in place too.
+    gradient and an accumulating sum, each a fresh (B, H, P, P) tensor. Here ``_ShareProbabilities``
+    turns U1's own buffer into the probabilities in place and enters autograd once (a scalar token
+    stands for them in the blocks' graph). The blocks mix with the fused kernels of
+    ``mi_kernels`` (the mask regenerated from a per-block seed wherever P is read, never stored);
+    each block's backward adds its (seed, p, dL/dout, v) to ``blocks``, and the softmax backward
+    turns them all into dL/dU1 in one pass.
     """
 
     def __init__(self, u1: torch.Tensor, keep: torch.Tensor) -> None:
         """``u1`` (B, H, P, P) float32, a fresh tensor no other operation saved (it is overwritten);
         ``keep`` (B, P) bool, the real particles."""
-        self.workspace: torch.Tensor | None = None
-        self.grad: torch.Tensor | None = None
+        self.blocks: list[mi_kernels.Block] = []
         self.probs, self.token = _ShareProbabilities.apply(u1, keep, self)
-
-    def masked(self, pos: torch.Tensor) -> torch.Tensor:
-        """The probabilities with the entries at ``pos`` zeroed, in the (N, T, S) workspace."""
-        if self.workspace is None:
-            self.workspace = torch.empty_like(self.probs, memory_format=torch.contiguous_format)
-        kept = self.workspace.view(-1, *self.probs.shape[-2:])
-        kept.copy_(self.probs.view(kept.shape))
-        kept.view(-1).index_fill_(0, pos, 0.0)
-        return kept
+        self.rows = self.probs.view(-1, *self.probs.shape[-2:])  # (B * H, P, P)
 
 
 class _ShareProbabilities(torch.autograd.Function):
-    """U1 -> (softmax over unmasked keys written into U1's buffer, a scalar token). Backward takes the
-    gradient the MI blocks accumulated in ``shared.grad`` through the softmax, in place:
-    dL/dU1 = probs * (g - sum_keys(g * probs)); masked keys have probability 0 and get 0."""
+    """U1 -> (softmax over unmasked keys written into U1's buffer, a scalar token). Backward turns the
+    blocks' gradients collected in ``shared.blocks`` into dL/dU1 = probs * (g - sum_keys(g * probs))
+    (``mi_kernels.softmax_grad``); masked keys have probability 0 and get 0."""
 
     @staticmethod
     def forward(ctx, u1: torch.Tensor, keep: torch.Tensor, shared: SharedProbabilities
@@ -561,45 +553,33 @@ class _ShareProbabilities(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _: torch.Tensor, __: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         (probs,) = ctx.saved_tensors
-        shared = ctx.shared
-        g, shared.grad, shared.workspace = shared.grad, None, None
-        if g is None:
+        blocks, ctx.shared.blocks = ctx.shared.blocks, []
+        if not blocks:
             return None, None, None
-        n = probs.shape[-1]
-        g = g.view(probs.shape)
-        row_dot = torch.matmul(g.view(-1, 1, n), probs.reshape(-1, n, 1)).view(*probs.shape[:-1], 1)
-        return g.sub_(row_dot).mul_(probs), None, None
+        rows = probs.view(-1, *probs.shape[-2:])
+        return mi_kernels.softmax_grad(rows, blocks).view(probs.shape), None, None
 
 
 class _SharedDropoutMatmul(torch.autograd.Function):
-    """``dropout(probs, p) @ v`` for the shared probabilities (B, H, P, P) and v (B, H, P, D): the
-    mask as in ``_DropoutMatmul`` (``dropped_positions``, the same random numbers), the masked copy in
-    the shared workspace, the gradient of ``probs`` added into ``shared.grad``."""
+    """``dropout(probs, p) @ v`` for the shared probabilities (B, H, P, P) and v (B, H, P, D) through
+    ``mi_kernels.mix``, the mask's seed drawn from torch's generator; backward gives dL/dv and leaves
+    the block's part of dL/dprobs to ``_ShareProbabilities``."""
 
     @staticmethod
     def forward(ctx, token: torch.Tensor, v: torch.Tensor, shared: SharedProbabilities, p: float
                 ) -> torch.Tensor:
-        pos = dropped_positions(shared.probs.numel(), p)
-        kept = shared.masked(pos)
-        v3 = v.reshape(-1, *v.shape[-2:])
-        ctx.shared, ctx.scale, ctx.v_shape = shared, 1.0 / (1.0 - p), v.shape
-        ctx.save_for_backward(v3, pos)
-        return torch.bmm(kept, v3).mul_(ctx.scale).view(v.shape)
+        seed = mi_kernels.draw_seed() if p > 0 else 0  # p = 0 draws nothing (every element kept)
+        v3 = v.reshape(-1, *v.shape[-2:]).contiguous()
+        ctx.shared, ctx.seed, ctx.p, ctx.v_shape = shared, seed, p, v.shape
+        ctx.save_for_backward(v3)
+        return mi_kernels.mix(shared.rows, v3, seed, p).view(v.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
-        v3, pos = ctx.saved_tensors
-        shared = ctx.shared
-        grad = grad.reshape(v3.shape) * ctx.scale
-        kept = shared.masked(pos)
-        grad_v = torch.bmm(kept.transpose(1, 2), grad)
-        if shared.grad is None:  # the last block's backward runs first
-            shared.grad = torch.bmm(grad, v3.transpose(1, 2))
-            shared.grad.view(-1).index_fill_(0, pos, 0.0)
-        else:
-            torch.bmm(grad, v3.transpose(1, 2), out=kept)
-            kept.view(-1).index_fill_(0, pos, 0.0)
-            shared.grad.add_(kept)
+        (v3,) = ctx.saved_tensors
+        grad = grad.reshape(v3.shape).contiguous()
+        grad_v = mi_kernels.mix_grad_values(ctx.shared.rows, grad, ctx.seed, ctx.p)
+        ctx.shared.blocks.append((ctx.seed, ctx.p, grad, v3))
         return torch.zeros((), dtype=grad.dtype), grad_v.view(ctx.v_shape), None, None
 
 
