@@ -275,21 +275,25 @@ def test_fused_linear_gelu_is_linear_then_exact_gelu():
 
 
 def test_shared_mi_probabilities_gradients():
-    """The shared path (softmax in U1's buffer, the fused kernels of three chained MI blocks, their
-    gradients gathered into one softmax backward) against finite differences, padded keys masked."""
+    """The shared path (U1 scattered from the pair values and turned into probabilities in place, the
+    fused kernels of three chained MI blocks, their gradients gathered into one softmax backward that
+    returns the pair values' gradient) against finite differences; padded keys and queries, one of
+    them a hole in the mask."""
     blocks = [ValueAttention(6, 3, dropout=0.3).double().train() for _ in range(3)]
+    keep = torch.tensor([[True] * 5, [True, False, True, True, False]])
+    ii, jj = torch.tril_indices(5, 5)
+    bidx, t = (keep[:, ii] & keep[:, jj]).nonzero(as_tuple=True)
     x = torch.randn(2, 5, 6, dtype=torch.double, requires_grad=True)
-    u1 = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
-    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    values = torch.randn(bidx.numel(), 3, dtype=torch.double, requires_grad=True)
 
-    def f(x, u1):
+    def f(x, values):
         torch.manual_seed(7)  # the same masks on every evaluation
-        shared = layers.SharedProbabilities(u1.clone(), keep)
+        shared = layers.SharedProbabilities(layers.PairValues(values, bidx, ii[t], jj[t], 2, 5), keep)
         for block in blocks:
             x = x + block(x, shared)
         return x
 
-    assert torch.autograd.gradcheck(f, (x, u1))
+    assert torch.autograd.gradcheck(f, (x, values))
 
 
 def test_mipart_training_step_is_the_same_with_shared_probabilities(monkeypatch):

@@ -34,6 +34,7 @@ Blocks:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -196,6 +197,22 @@ class _ScatterPairs(torch.autograd.Function):
         return below.add_(above), None, None, None, None, None
 
 
+@dataclasses.dataclass
+class PairValues:
+    """A pair layer's values before the scatter to (B, C, P, P): ``values`` (N, C) of the real pairs
+    (b, i, j), i >= j, of the lower triangle (sorted by b), the square's batch size and side."""
+
+    values: torch.Tensor
+    bidx: torch.Tensor
+    ii: torch.Tensor
+    jj: torch.Tensor
+    batch: int
+    side: int
+
+    def scatter(self) -> torch.Tensor:
+        return _ScatterPairs.apply(self.values, self.bidx, self.ii, self.jj, self.batch, self.side)
+
+
 class PairEmbed(nn.Module):
     """Pair embedding U = MLP(BN(pair features)) on the lower triangle, mirrored at the end.
 
@@ -229,7 +246,16 @@ class PairEmbed(nn.Module):
             return self._forward_tril(vectors, mask)
         return self._forward_real_pairs(vectors, mask)
 
-    def _forward_real_pairs(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    def forward_unscattered(self, vectors: torch.Tensor, mask: torch.Tensor, index: int
+                            ) -> tuple[PairValues, list[torch.Tensor]]:
+        """The eager path with output ``index`` (of the requested outputs) left as the real pairs'
+        values (``PairValues``) for a consumer that scatters it itself, and the others as ``forward``
+        gives them. Not for export or torch.compile."""
+        outs = self._forward_real_pairs(vectors, mask, index)
+        return outs.pop(index), outs
+
+    def _forward_real_pairs(self, vectors: torch.Tensor, mask: torch.Tensor, unscattered: int | None = None
+                            ) -> list:  # tensors, and at ``unscattered`` a PairValues
         """Eager path: the MLP runs on the real pairs of the triangle only (data-dependent count)."""
         b, _, n = vectors.shape
         feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
@@ -244,7 +270,8 @@ class PairEmbed(nn.Module):
         for k, layer in enumerate(self.layers):
             x = layer(x, None)
             if k in self.outputs:
-                outs.append(_ScatterPairs.apply(x, bidx, ii, jj, b, n))
+                pairs = PairValues(x, bidx, ii, jj, b, n)
+                outs.append(pairs if len(outs) == unscattered else pairs.scatter())
         return outs
 
     def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -517,47 +544,47 @@ class SharedProbabilities:
 
     Each block applies its own dropout mask to the same probabilities. Passed to the blocks as an
     autograd input, the probabilities would cost per block a saved masked copy, an outer-product
-    gradient and an accumulating sum, each a fresh (B, H, P, P) tensor. Here ``_ShareProbabilities``
-    turns U1's own buffer into the probabilities in place and enters autograd once (a scalar token
-    stands for them in the blocks' graph). The blocks mix with the fused kernels of
-    ``mi_kernels`` (the mask regenerated from a per-block seed wherever P is read, never stored);
-    each block's backward adds its (seed, p, dL/dout, v) to ``blocks``, and the softmax backward
-    turns them all into dL/dU1 in one pass.
+    gradient and an accumulating sum, each a fresh (B, H, P, P) tensor, and the scatter of U1 and
+    its backward two more. Here ``_ShareProbabilities`` scatters the pair MLP's values into U1,
+    turns it into the probabilities in place and enters autograd once (a scalar token stands for
+    them in the blocks' graph). The blocks mix with the fused kernels of ``mi_kernels`` (the mask
+    regenerated from a per-block seed wherever P is read, never stored); each block's backward adds
+    its (seed, p, dL/dout, v) to ``blocks``, and ``mi_kernels.softmax_grad_pairs``
+    turns them all into the gradient of the pair values, jet by jet, without a (B, H, P, P)
+    gradient tensor.
     """
 
-    def __init__(self, u1: torch.Tensor, keep: torch.Tensor) -> None:
-        """``u1`` (B, H, P, P) float32, a fresh tensor no other operation saved (it is overwritten);
-        ``keep`` (B, P) bool, the real particles."""
+    def __init__(self, u1: PairValues, keep: torch.Tensor) -> None:
+        """``u1``: the real pairs' values of U1 (H channels); ``keep`` (B, P) bool, the real particles."""
         self.blocks: list[mi_kernels.Block] = []
-        self.probs, self.token = _ShareProbabilities.apply(u1, keep, self)
+        self.probs, self.token = _ShareProbabilities.apply(u1.values, keep, self, u1)
         self.rows = self.probs.view(-1, *self.probs.shape[-2:])  # (B * H, P, P)
 
 
 class _ShareProbabilities(torch.autograd.Function):
-    """U1 -> (softmax over unmasked keys written into U1's buffer, a scalar token). Backward turns the
-    blocks' gradients collected in ``shared.blocks`` into dL/dU1 = probs * (g - sum_keys(g * probs))
-    (``mi_kernels.softmax_grad``); masked keys have probability 0 and get 0."""
+    """Pair values (N, H) -> (softmax over unmasked keys of their symmetric square U1, a scalar
+    token). Backward turns the blocks' gradients collected in ``shared.blocks`` into the gradient
+    of the pair values (``mi_kernels.softmax_grad_pairs``)."""
 
     @staticmethod
-    def forward(ctx, u1: torch.Tensor, keep: torch.Tensor, shared: SharedProbabilities
+    def forward(ctx, values: torch.Tensor, keep: torch.Tensor, shared: SharedProbabilities, pairs: PairValues
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        u1.masked_fill_(~keep[:, None, None, :], NEG_INF)
+        starts = torch.searchsorted(pairs.bidx, torch.arange(pairs.batch + 1, device=values.device))
+        u1 = mi_kernels.square_logits(values, keep, starts, pairs.ii, pairs.jj)
         probs = torch.ops.aten._softmax.out(u1, -1, False, out=u1)  # row by row: in place is exact
-        ctx.mark_dirty(u1)
         ctx.mark_non_differentiable(probs)
-        ctx.save_for_backward(probs)
+        ctx.save_for_backward(probs, keep, starts, pairs.ii, pairs.jj)
         ctx.set_materialize_grads(False)  # no zero (B, H, P, P) gradient for the non-differentiable probs
         ctx.shared = shared
         return probs, probs.new_zeros(())
 
     @staticmethod
-    def backward(ctx, _: torch.Tensor, __: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        (probs,) = ctx.saved_tensors
+    def backward(ctx, _: torch.Tensor, __: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        probs, keep, starts, ii, jj = ctx.saved_tensors
         blocks, ctx.shared.blocks = ctx.shared.blocks, []
         if not blocks:
-            return None, None, None
-        rows = probs.view(-1, *probs.shape[-2:])
-        return mi_kernels.softmax_grad(rows, blocks).view(probs.shape), None, None
+            return None, None, None, None
+        return mi_kernels.softmax_grad_pairs(probs, keep, blocks, starts, ii, jj), None, None, None
 
 
 class _SharedDropoutMatmul(torch.autograd.Function):

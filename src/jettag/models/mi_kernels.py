@@ -7,19 +7,23 @@ its own dropout mask K (an independent Bernoulli(1 - p) keep per element and blo
 
 Written with torch operations each block reads and writes several (B, H, P, P) tensors (a masked
 copy, an outer-product gradient, a sum), so on a CPU the five MI blocks were memory-bound and made
-MIParT slower to train than ParT. Here the mask is never stored: element e of a block's mask is a
-pure function of (seed, e), so each kernel regenerates it where it reads P:
+MIParT slower to train than ParT. Here each kernel reads P once and writes no (B, H, P, P) tensor
+but U1, and the mask is never stored: element e of a block's mask is a pure function of (seed, e),
+regenerated where P is read (cheaper, measured, than writing and reading it back even as bits):
 
-- ``mix``: the forward, one read of P per block;
-- ``mix_grad_values``: dL/dv, one more read of P per block;
-- ``softmax_grad``: once per step, after all blocks' backward, dL/dU1 = P * (G - sum_j P G) with
-  G = sum over blocks of K g v^T / (1 - p), computed row by row (one read of P, one write).
+- ``square_logits``: U1 from the pair MLP's values, padded keys at -inf, in one write (its softmax
+  is torch's, in place);
+- ``mix``: the forward;
+- ``mix_grad_values``: dL/dv;
+- ``softmax_grad_pairs``: once per step, after all blocks' backward, dL/dU1 = P * (G - sum_j P G)
+  with G = sum over blocks of K g v^T / (1 - p), jet by jet in a square that stays in cache, and
+  from it straight the gradient of the pair MLP's values at (i, j) and (j, i).
 
 The mask: each pair of neighbouring elements of a row takes the two 32-bit halves of one output of
 SplitMix64 (Steele, Lea and Flood 2014), a generator that passes BigCrush, at the step given by the
 pair's position (``keep_mask``); an element is dropped when its 32 bits are below round(p * 2^32),
-i.e. with probability p, independently of every other element. Each block draws its 63-bit seed from torch's
-default generator (``draw_seed``), so the generator's state, which the trainer checkpoints, fixes
+i.e. with probability p, independently of every other element. Each block draws its 63-bit seed
+from torch's default generator (``draw_seed``), so the generator's state, which the trainer checkpoints, fixes
 every mask and resume stays exact. ``keep_mask`` gives the same mask as a NumPy array (tests).
 """
 
@@ -79,6 +83,19 @@ def _row_keep(seed, threshold, scale, row, half, keep):  # pragma: no cover - co
         keep[2 * q + 1] = scale if (z >> _S32) >= threshold else 0.0
 
 
+@numba.njit(parallel=True, cache=True)
+def _square_logits(values, real, starts, ii, jj, out):  # pragma: no cover - compiled
+    n_batch, n_heads, t, s = out.shape
+    for b in numba.prange(n_batch):
+        for h in range(n_heads):  # one (P, P) plane at a time: its writes stay in cache
+            for i in range(t):
+                for j in range(s):
+                    out[b, h, i, j] = 0.0 if real[b, j] else -np.inf
+            for q in range(starts[b], starts[b + 1]):
+                out[b, h, ii[q], jj[q]] = values[q, h]
+                out[b, h, jj[q], ii[q]] = values[q, h]
+
+
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
 def _mix(probs, v, seed, threshold, scale, out):  # pragma: no cover - compiled
     n_rows, t, s = probs.shape
@@ -116,30 +133,43 @@ def _mix_grad_values(probs, g, seed, threshold, scale, grad_v):  # pragma: no co
 
 
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
-def _softmax_grad(probs, seeds, thresholds, scales, gs, vs, out):  # pragma: no cover - compiled
-    n_rows, t, s = probs.shape
+def _softmax_grad_pairs(probs, real, seeds, thresholds, scales, gs, vs, starts, ii, jj, squares, out
+                        ):  # pragma: no cover - compiled
+    n_batch, n_heads, t, s = probs.shape
     d = gs.shape[3]
     half = (s + 1) // 2
-    for n in numba.prange(n_rows):
+    for b in numba.prange(n_batch):
+        square = squares[numba.get_thread_id()]  # dL/dU1 of this jet, in this thread's scratch
         grad = np.empty(s, probs.dtype)
         keep = np.empty(2 * half, probs.dtype)
-        for i in range(t):
-            grad[:] = 0.0
-            for k in range(seeds.shape[0]):
-                _row_keep(seeds[k], thresholds[k], scales[k], n * t + i, half, keep)
-                for c in range(d):
-                    gi = gs[k, n, i, c]
-                    for j in range(s):
-                        grad[j] += keep[j] * gi * vs[k, n, j, c]
-            row_dot = np.float32(0.0)
-            for j in range(s):
-                row_dot += probs[n, i, j] * grad[j]
-            for j in range(s):
-                out[n, i, j] = probs[n, i, j] * (grad[j] - row_dot)
+        for h in range(n_heads):
+            n = b * n_heads + h
+            for i in range(t):
+                if not real[b, i]:  # no real pair has a padded query
+                    continue
+                grad[:] = 0.0
+                for k in range(seeds.shape[0]):
+                    _row_keep(seeds[k], thresholds[k], scales[k], n * t + i, half, keep)
+                    for c in range(d):
+                        gi = gs[k, n, i, c]
+                        for j in range(s):
+                            grad[j] += keep[j] * gi * vs[k, n, j, c]
+                row_dot = np.float32(0.0)  # float32 sums for float32 inputs, float64 for float64
+                for j in range(s):
+                    row_dot += probs[b, h, i, j] * grad[j]
+                for j in range(s):
+                    square[h, i, j] = probs[b, h, i, j] * (grad[j] - row_dot)
+        for q in range(starts[b], starts[b + 1]):  # U1 is symmetric: pair (i, j) feeds (i, j) and (j, i)
+            i, j = ii[q], jj[q]
+            for h in range(n_heads):
+                out[q, h] = square[h, i, j] if i == j else square[h, i, j] + square[h, j, i]
 
 
-def _threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _threads() -> int:
+    """Run the kernels on torch's intra-op thread count (at most numba's pool); returns it."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
 
 
 def _scale(p: float, like: torch.Tensor) -> np.floating:
@@ -148,7 +178,8 @@ def _scale(p: float, like: torch.Tensor) -> np.floating:
 
 
 def mix(probs: torch.Tensor, v: torch.Tensor, seed: int, p: float) -> torch.Tensor:
-    """dropout(probs, p) @ v for probs (N, T, S) and v (N, S, D), contiguous CPU float tensors."""
+    """dropout(probs, p) @ v for probs (N, T, S) and v (N, S, D), contiguous CPU float tensors, with
+    the keep mask of ``seed`` (``keep_mask``)."""
     out = probs.new_empty(probs.shape[0], probs.shape[1], v.shape[2])
     _threads()
     _mix(probs.detach().numpy(), v.detach().numpy(), np.uint64(seed), drop_threshold(p), _scale(p, out),
@@ -168,15 +199,31 @@ def mix_grad_values(probs: torch.Tensor, grad: torch.Tensor, seed: int, p: float
 Block = tuple[int, float, torch.Tensor, torch.Tensor]  # (seed, p, dL/dout (N, T, D), v (N, S, D)) of a mix
 
 
-def softmax_grad(probs: torch.Tensor, blocks: list[Block]) -> torch.Tensor:
-    """dL/dU1 (N, T, S) for the softmax output ``probs`` = softmax(U1) given each block's
-    (seed, p, dL/dout, v) of ``mix``: P * (G - rowsum(P * G)), G = sum_blocks K g v^T / (1 - p)."""
+def square_logits(values: torch.Tensor, real: torch.Tensor, starts: torch.Tensor, ii: torch.Tensor,
+                  jj: torch.Tensor) -> torch.Tensor:
+    """U1 (B, H, P, P) ready for the softmax over keys: the real pairs' values (N, H) at (b, i, j) and
+    (b, j, i) (``starts[b]``: the first pair of jet b), 0 at the other real keys, -inf at padded keys
+    (``real`` (B, P) bool), written jet by jet in one pass."""
+    out = values.new_empty(real.shape[0], values.shape[1], real.shape[1], real.shape[1])
+    _threads()
+    _square_logits(values.detach().numpy(), real.numpy(), starts.numpy(), ii.numpy(), jj.numpy(), out.numpy())
+    return out
+
+
+def softmax_grad_pairs(probs: torch.Tensor, real: torch.Tensor, blocks: list[Block], starts: torch.Tensor,
+                       ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+    """dL/d(pair values) (N, H) of U1 = the symmetric (B, H, P, P) square of the real pairs' values
+    (b, i, j), i >= j (``starts[b]``: the first pair of jet b), with probs = softmax(U1 at real keys)
+    and each block's (seed, p, dL/dout, v) of ``mix``: for every jet, P * (G - rowsum(P * G)),
+    G = sum_blocks K g v^T / (1 - p), in a scratch square that stays in cache, then summed at
+    (i, j) and (j, i) for each pair. ``real`` (B, P) bool: the real particles."""
     seeds = np.array([np.uint64(seed) for seed, _, _, _ in blocks], dtype=np.uint64)
     thresholds = np.array([drop_threshold(p) for _, p, _, _ in blocks], dtype=np.uint64)
     scales = np.array([1.0 / (1.0 - p) for _, p, _, _ in blocks], dtype=probs.numpy().dtype)
     gs = torch.stack([g for _, _, g, _ in blocks]).numpy()
     vs = torch.stack([v for _, _, _, v in blocks]).numpy()
-    out = torch.empty_like(probs)
-    _threads()
-    _softmax_grad(probs.detach().numpy(), seeds, thresholds, scales, gs, vs, out.numpy())
+    out = probs.new_empty(ii.shape[0], probs.shape[1])
+    squares = probs.new_empty(_threads(), *probs.shape[1:])  # one jet's (H, P, P) per thread
+    _softmax_grad_pairs(probs.detach().numpy(), real.numpy(), seeds, thresholds, scales, gs, vs,
+                        starts.numpy(), ii.numpy(), jj.numpy(), squares.numpy(), out.numpy())
     return out

@@ -90,14 +90,15 @@ class MIParticleTransformer(JetModel):
                          mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(None, features, vectors, mask)
         x = self.embed(features, mask)
-        u1, u2 = self.pair_embed(vectors, mask)
         dtype = compute_dtype(x)
         probs: torch.Tensor | SharedProbabilities
-        if self.training and torch.is_grad_enabled() and sparse_dropout_ok(u1) and dtype == torch.float32:
-            probs = SharedProbabilities(u1, mask[:, 0])  # in U1's buffer; two more buffers for all MI blocks
+        if self.training and torch.is_grad_enabled() and sparse_dropout_ok(x) and dtype == torch.float32:
+            u1_pairs, (u2,) = self.pair_embed.forward_unscattered(vectors, mask, 0)
+            probs = SharedProbabilities(u1_pairs, mask[:, 0])  # U1's square holds the probabilities
         else:
+            u1, u2 = self.pair_embed(vectors, mask)
             probs = self.mi_probabilities(u1, mask, dtype)
-        del u1
+            del u1
         for block in self.mi_blocks:
             x = block(x, probs=probs)
         bias = key_padding_bias(u2, mask[:, 0], dtype)
