@@ -9,9 +9,6 @@ is printed as one line ``jettag <command>: <message>`` on stderr with exit code 
 (a failed run); ``--debug`` shows the traceback instead. Ctrl-C prints one line and exits 130; a
 closed output pipe (``jettag models | head -1``) ends the command quietly. Commands raise, they do
 not print errors themselves.
-
-Before a command runs, :func:`jettag.allocator.keep_freed_memory` keeps freed memory in the
-process (``JETTAG_MALLOC=system`` leaves glibc's allocator as it is).
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import importlib
 import os
 import sys
 
-from jettag.allocator import keep_freed_memory
 from jettag.errors import DROP_INVALID_ADVICE, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, JettagError
 
 COMMANDS = (
@@ -76,7 +72,6 @@ def _exit_code(err: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # large CPU tensors reuse the process's pages (jettag.allocator)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here for output still buffered
