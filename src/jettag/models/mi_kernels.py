@@ -1,4 +1,4 @@
-"""MIParT's MI mixing with attention dropout, fused into three CPU kernels (numba).
+"""MIParT's MI attention with its dropout, in CPU training, as four fused kernels (numba).
 
 An MI block mixes tokens with the shared probabilities P = softmax(U1) (N = B x H rows of T x S) and
 its own dropout mask K (an independent Bernoulli(1 - p) keep per element and block):
@@ -23,8 +23,9 @@ The mask: each pair of neighbouring elements of a row takes the two 32-bit halve
 SplitMix64 (Steele, Lea and Flood 2014), a generator that passes BigCrush, at the step given by the
 pair's position (``keep_mask``); an element is dropped when its 32 bits are below round(p * 2^32),
 i.e. with probability p, independently of every other element. Each block draws its 63-bit seed
-from torch's default generator (``draw_seed``), so the generator's state, which the trainer checkpoints, fixes
-every mask and resume stays exact. ``keep_mask`` gives the same mask as a NumPy array (tests).
+from torch's default generator (``draw_seed``), so the generator's state, which the trainer
+checkpoints, fixes every mask and resume stays exact. ``keep_mask`` gives the same mask as a NumPy
+array (tests).
 """
 
 from __future__ import annotations
