@@ -84,6 +84,14 @@ def _row_keep(seed, threshold, scale, row, half, keep):  # pragma: no cover - co
         keep[2 * q + 1] = scale if (z >> _S32) >= threshold else 0.0
 
 
+@numba.njit(inline="always")
+def _kept_row(probs, n, i, seed, threshold, scale, half, weights):  # pragma: no cover - compiled
+    """weights[j] = probs[n, i, j] / (1 - p) where kept, else 0: row i of dropout(probs[n], p)."""
+    _row_keep(seed, threshold, scale, n * probs.shape[1] + i, half, weights)
+    for j in range(probs.shape[2]):
+        weights[j] *= probs[n, i, j]
+
+
 @numba.njit(parallel=True, cache=True)
 def _square_logits(values, real, starts, ii, jj, out):  # pragma: no cover - compiled
     n_batch, n_heads, t, s = out.shape
@@ -103,15 +111,13 @@ def _mix(probs, v, seed, threshold, scale, out):  # pragma: no cover - compiled
     d = v.shape[2]
     half = (s + 1) // 2
     for n in numba.prange(n_rows):
-        keep = np.empty(2 * half, probs.dtype)
+        weights = np.empty(2 * half, probs.dtype)
         for i in range(t):
-            _row_keep(seed, threshold, scale, n * t + i, half, keep)
-            for j in range(s):
-                keep[j] *= probs[n, i, j]
+            _kept_row(probs, n, i, seed, threshold, scale, half, weights)
             for c in range(d):
                 acc = np.float32(0.0)  # float32 sums for float32 inputs, float64 for float64
                 for j in range(s):
-                    acc += keep[j] * v[n, j, c]
+                    acc += weights[j] * v[n, j, c]
                 out[n, i, c] = acc
 
 
@@ -121,16 +127,14 @@ def _mix_grad_values(probs, g, seed, threshold, scale, grad_v):  # pragma: no co
     d = g.shape[2]
     half = (s + 1) // 2
     for n in numba.prange(n_rows):
-        keep = np.empty(2 * half, probs.dtype)
+        weights = np.empty(2 * half, probs.dtype)
         grad_v[n] = 0.0
         for i in range(t):
-            _row_keep(seed, threshold, scale, n * t + i, half, keep)
-            for j in range(s):
-                keep[j] *= probs[n, i, j]
+            _kept_row(probs, n, i, seed, threshold, scale, half, weights)
             for c in range(d):
                 gi = g[n, i, c]
                 for j in range(s):
-                    grad_v[n, j, c] += keep[j] * gi
+                    grad_v[n, j, c] += weights[j] * gi
 
 
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
