@@ -110,6 +110,26 @@ def test_inference_in_sub_batches_equals_the_whole_batch(models, name):
     assert all(len(calls) == 1 and calls[0].shape[0] == len(lengths) for calls in rec.values())
 
 
+@pytest.mark.parametrize("name", ["mipart", "part"])
+def test_keys_widened_for_the_attention_kernel_change_nothing(models, name):
+    """Without autograd on CPU the pair bias gets -inf columns up to a multiple of 16 keys and the
+    attention zero keys to match (``layers.sdpa_keys``): logits equal those with autograd (never
+    widened), and recorded maps keep one column per real key."""
+    model = models[name]
+    inputs = example_inputs(7, lengths=[37, 12, 30], length=37, seed=4)
+    with torch.no_grad():
+        bias = layers.key_padding_bias(torch.randn(3, 8, 37, 37), inputs[3][:, 0], torch.float32)
+        widened = model(*inputs)
+        with layers.capture_attention(model) as rec:
+            model(*inputs)
+    assert bias.shape == (3, 8, 37, 48) and torch.isneginf(bias[..., 37:]).all()
+    assert torch.isneginf(bias[1, :, :, 12:]).all() and torch.isfinite(bias[1, :, :, :12]).all()
+    # the same sums in another blocking of the kernel: float32 rounding
+    torch.testing.assert_close(widened, model(*inputs).detach(), atol=2e-5, rtol=1e-5)
+    maps = [calls[0] for name, calls in rec.items() if "cls" not in name]
+    assert maps and all(m.shape[-2:] == (37, 37) for m in maps)
+
+
 @pytest.mark.parametrize("name", INVARIANCE)
 def test_constituent_order_does_not_matter(models, name):
     model = models[name]
@@ -264,14 +284,28 @@ def test_mi_attention_dropout_gradients():
 
 
 def test_fused_linear_gelu_is_linear_then_exact_gelu():
-    """Without autograd on CPU ``linear_gelu`` is oneDNN's fused kernel; it must be GELU's erf form."""
+    """Without autograd on CPU ``linear`` is oneDNN's kernel with the GELU fused: the erf form."""
     torch.manual_seed(0)
     x, w, b = torch.randn(300, 48) * 2, torch.randn(96, 48) * 0.3, torch.randn(96)
     with torch.no_grad():
-        fused = layers.linear_gelu(x, w, b)
+        fused = layers.linear(x, w, b, "gelu")
     # another GEMM kernel (summation order) and GELU evaluation: float32 rounding; the tanh
     # approximation differs by up to ~1e-3 and fails this
     torch.testing.assert_close(fused, F.gelu(F.linear(x, w, b)), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_weights_follow_in_place_updates():
+    """``linear`` keeps a Parameter's weight in oneDNN's layout between calls; an in-place update (an
+    optimiser step, ``load_state_dict``) must reach the next call."""
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(48, 96), torch.randn(300, 48)
+    with torch.no_grad():
+        before = layers.linear(x, lin.weight, lin.bias)
+        lin.load_state_dict({"weight": lin.weight * -0.5, "bias": lin.bias})
+        after = layers.linear(x, lin.weight, lin.bias, "gelu")
+    # another GEMM kernel (summation order): float32 rounding
+    torch.testing.assert_close(after, F.gelu(F.linear(x, lin.weight, lin.bias)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(before, F.linear(x, lin.weight * -2, lin.bias), atol=1e-5, rtol=1e-5)
 
 
 def test_shared_mi_probabilities_gradients():
