@@ -306,6 +306,23 @@ def test_packed_weights_follow_in_place_updates():
     # another GEMM kernel (summation order): float32 rounding
     torch.testing.assert_close(after, F.gelu(F.linear(x, lin.weight, lin.bias)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(before, F.linear(x, lin.weight * -2, lin.bias), atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is not bypassed
+        assert layers.linear(x, lin.weight, lin.bias, "gelu").dtype == torch.bfloat16
+
+
+def test_block_inference_path_adds_in_place_only_where_the_dtype_allows():
+    """Without autograd in eval a block adds its residuals into fresh outputs in place; under mixed
+    precision (a bf16 mixer output, float32 residual stream) the sums must still be float32 and equal
+    to the autograd path's."""
+    torch.manual_seed(0)
+    block = layers.NormFormerBlock(16, 2).eval()
+    x, residual = torch.randn(3, 5, 16).bfloat16(), torch.randn(3, 5, 16)
+    with torch.no_grad():
+        fast = block._finish(x.clone(), residual)
+    slow = block._finish(x.clone(), residual).detach()
+    assert fast.dtype == slow.dtype == torch.float32
+    # oneDNN's GEMMs against MKL's (summation order): float32 rounding; a sum rounded to bf16 is ~1e-2 off
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
 def test_shared_mi_probabilities_gradients():
