@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from jettag.models import mi_kernels
-from jettag.physics.pairs import pair_features_dense, pair_features_tril, scatter_tril
+from jettag.physics.pairs import pair_features_dense, pair_features_tril, real_pair_features, scatter_tril
 
 NEG_INF = float("-inf")
 #: rows of pairs per step of the pair MLP at inference (~2 MiB of float32 activations at width 64)
@@ -278,11 +278,7 @@ class PairEmbed(nn.Module):
                             ) -> list:  # tensors, and at ``unscattered`` a PairValues
         """Eager path: the MLP runs on the real pairs of the triangle only (data-dependent count)."""
         b, _, n = vectors.shape
-        feats, i, j = pair_features_tril(vectors, mask)  # (B, 4, T)
-        m = mask[:, 0]
-        bidx, tidx = (m[:, i] & m[:, j]).nonzero(as_tuple=True)
-        x = feats.transpose(1, 2)[bidx, tidx]  # (N_real, 4)
-        ii, jj = i[tidx], j[tidx]
+        x, bidx, ii, jj = real_pair_features(vectors, mask)  # (N_real, 4)
         if not (self.training or torch.is_grad_enabled()):
             return self._mlp_inference(x, bidx, ii, jj, b, n)
         x = self.input_bn(x)

@@ -12,13 +12,16 @@ before the log, exactly as weaver-core's ``pairwise_lv_fts`` so that weaver-trai
 U is symmetric, so it is computed only on the lower triangle (i >= j): per-particle quantities
 (pT, y, phi) are computed once per particle and gathered per pair, which halves the pair work.
 Models that embed pairs pointwise can stay on the triangle until after the embedding and scatter
-only the few output channels (``pair_features_tril`` + ``scatter_tril``).
+only the few output channels (``pair_features_tril`` + ``scatter_tril``), or take the real pairs
+alone (``real_pair_features``: on CPU one numba pass that writes the same formulas scalar by scalar).
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
 import torch
 
 PAIR_FEATURE_NAMES = ("ln_kt", "ln_z", "ln_delta", "ln_m2")
@@ -48,7 +51,8 @@ def _pt_rap_phi(vectors: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
 
 def _ln_pair_features(pti, ptj, rapi, rapj, phii, phij, psum, eps: float, dim: int) -> torch.Tensor:
     """(ln kT, ln z, ln Delta, ln m^2) of pairs given each side's pT, y, phi and the summed 4-vector
-    ``psum`` (4 along dim 1); the one place the formulas are written, for the triangle and dense forms."""
+    ``psum`` (4 along dim 1), for the triangle and dense forms; ``_real_pairs`` writes the same
+    formulas for one pair at a time (a test keeps the two equal)."""
     dphi = torch.remainder(phii - phij + math.pi, 2 * math.pi) - math.pi
     delta = torch.sqrt((rapi - rapj) ** 2 + dphi**2)
     ptmin = torch.minimum(pti, ptj)
@@ -119,3 +123,77 @@ def pair_features_dense(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 
     )
     m = mask[:, 0].bool()
     return torch.where((m.unsqueeze(-1) & m.unsqueeze(-2)).unsqueeze(-1), feats, torch.zeros_like(feats))
+
+
+_PI, _TWO_PI = np.float32(math.pi), np.float32(2 * math.pi)
+
+
+@numba.njit(cache=True)
+def _pair_starts(real):  # pragma: no cover - compiled
+    """starts[b]: the index of jet b's first real pair (r_b (r_b + 1) / 2 pairs for r_b real particles)."""
+    starts = np.zeros(real.shape[0] + 1, np.int64)
+    for b in range(real.shape[0]):
+        r = 0
+        for i in range(real.shape[1]):
+            r += real[b, i]
+        starts[b + 1] = starts[b] + r * (r + 1) // 2
+    return starts
+
+
+@numba.njit(parallel=True, cache=True)
+def _real_pairs(vectors, pt, rap, phi, real, starts, eps, out, bidx, ii, jj):  # pragma: no cover - compiled
+    """``_ln_pair_features`` in float32 for every real pair (i >= j) of every jet, in (b, i, j) order."""
+    for b in numba.prange(real.shape[0]):
+        q = starts[b]
+        for i in range(real.shape[1]):
+            if not real[b, i]:
+                continue
+            for j in range(i + 1):
+                if not real[b, j]:
+                    continue
+                d = phi[b, i] - phi[b, j] + _PI  # torch.remainder(d, 2 pi), exact for d in [-pi, 3 pi]
+                if d >= _TWO_PI:
+                    d -= _TWO_PI
+                elif d < 0:
+                    d += _TWO_PI
+                dphi = d - _PI
+                dy = rap[b, i] - rap[b, j]
+                delta = np.sqrt(dy * dy + dphi * dphi)
+                ptmin = min(pt[b, i], pt[b, j])
+                out[q, 0] = np.log(max(ptmin * delta, eps))
+                out[q, 1] = np.log(max(ptmin / max(pt[b, i] + pt[b, j], eps), eps))
+                out[q, 2] = np.log(max(delta, eps))
+                px = vectors[b, 0, i] + vectors[b, 0, j]
+                py = vectors[b, 1, i] + vectors[b, 1, j]
+                pz = vectors[b, 2, i] + vectors[b, 2, j]
+                e = vectors[b, 3, i] + vectors[b, 3, j]
+                out[q, 3] = np.log(max(e * e - (px * px + py * py + pz * pz), eps))
+                bidx[q], ii[q], jj[q] = b, i, j
+                q += 1
+
+
+def real_pair_features(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The features of the real pairs alone: (features (N, 4), b, i, j), one row per pair of real
+    particles i >= j of jet b, in (b, i, j) order.
+
+    On CPU, without autograd through ``vectors``, one numba pass over the pairs (per-particle pT, y,
+    phi from torch): ParT's 4 inference batches of 128 jets took 9 ms against 34 ms for
+    ``pair_features_tril`` and the selection of real pairs, on 2 cores. Elsewhere those two.
+    """
+    m = mask[:, 0].bool()
+    if vectors.device.type != "cpu" or vectors.requires_grad:
+        feats, i, j = pair_features_tril(vectors, mask, eps)
+        bidx, tidx = (m[:, i] & m[:, j]).nonzero(as_tuple=True)
+        return feats.transpose(1, 2)[bidx, tidx], bidx, i[tidx], j[tidx]
+    vectors = vectors.float().contiguous()
+    pt, rap, phi = (t.contiguous() for t in _pt_rap_phi(vectors, eps))
+    real = m.contiguous().numpy()
+    starts = _pair_starts(real)
+    n = int(starts[-1])
+    out = torch.empty(n, 4)
+    bidx, ii, jj = (torch.empty(n, dtype=torch.int64) for _ in range(3))
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _real_pairs(vectors.numpy(), pt.numpy(), rap.numpy(), phi.numpy(), real, starts, np.float32(eps),
+                out.numpy(), bidx.numpy(), ii.numpy(), jj.numpy())
+    return out, bidx, ii, jj
