@@ -39,6 +39,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
+import numba
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +47,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from jettag.models import mi_kernels
 from jettag.physics.pairs import pair_features_dense, pair_features_tril, real_pair_features, scatter_tril
+from jettag.threads import numba_threads
 
 NEG_INF = float("-inf")
 #: rows of pairs per step of the pair MLP at inference (~2 MiB of float32 activations at width 64)
@@ -188,6 +190,31 @@ class PairLayer(nn.Module):
         return self.act(self.bn(self.linear(x), mask, channel_last=True))
 
 
+@numba.njit(parallel=True, cache=True)
+def _scatter_pairs(values, bidx, ii, jj, out):  # pragma: no cover - compiled
+    for q in numba.prange(values.shape[0]):
+        b, i, j = bidx[q], ii[q], jj[q]
+        for c in range(values.shape[1]):
+            out[b, c, i, j] = values[q, c]
+            out[b, c, j, i] = values[q, c]
+
+
+def scatter_pairs_(out: torch.Tensor, values: torch.Tensor, bidx: torch.Tensor, ii: torch.Tensor,
+                   jj: torch.Tensor) -> None:
+    """out[b, :, i, j] = out[b, :, j, i] = values (N, C) of the pairs (b, i, j), into a contiguous
+    (B, C, P, P) ``out``. On CPU in float32 a numba loop over the pairs (ParT's 45 x 90-particle
+    sub-batch: 1.4 ms against 2.6 ms for two ``index_put_`` through a channel-last view, MIParT's 64
+    channels 39 against 53 ms); elsewhere those two ``index_put_``."""
+    if out.device.type == "cpu" and out.dtype == values.dtype == torch.float32 and out.is_contiguous():
+        numba_threads()
+        _scatter_pairs(values.detach().contiguous().numpy(), bidx.numpy(), ii.numpy(), jj.numpy(),
+                       out.detach().numpy())
+        return
+    view = out.permute(0, 2, 3, 1)
+    view.index_put_((bidx, ii, jj), values)
+    view.index_put_((bidx, jj, ii), values)
+
+
 class _ScatterPairs(torch.autograd.Function):
     """Values (N, C) of lower-triangle pairs (b, i, j), i >= j, into a symmetric (B, C, P, P) tensor
     (zero elsewhere), written in place through a (B, P, P, C) view of a contiguous (B, C, P, P) tensor
@@ -201,9 +228,7 @@ class _ScatterPairs(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, bidx: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, b: int,
                 n: int) -> torch.Tensor:
         y = x.new_zeros(b, x.shape[-1], n, n)
-        view = y.permute(0, 2, 3, 1)
-        view.index_put_((bidx, ii, jj), x)
-        view.index_put_((bidx, jj, ii), x)
+        scatter_pairs_(y, x, bidx, ii, jj)
         ctx.save_for_backward(bidx, ii, jj)
         return y
 
@@ -318,7 +343,6 @@ class PairEmbed(nn.Module):
         symmetric (B, width, P, P) tensors (zero elsewhere)."""
         layers = self.folded_layers()
         outs = [x.new_zeros(b, layers[k][0].shape[0], n, n) for k in self.outputs]
-        views = [out.permute(0, 2, 3, 1) for out in outs]  # (B, P, P, width) views
         for start in range(0, x.shape[0], PAIR_ROWS):
             rows = slice(start, start + PAIR_ROWS)
             y = x[rows]
@@ -326,10 +350,8 @@ class PairEmbed(nn.Module):
                 gelu = isinstance(layer.act, nn.GELU)
                 y = linear(y, w, bias, "gelu") if gelu else layer.act(F.linear(y, w, bias))
                 if k in self.outputs:
-                    view = views[self.outputs.index(k)]
-                    out = y.to(view.dtype)  # float32 also where autocast ran the layer in bf16
-                    view.index_put_((bidx[rows], ii[rows], jj[rows]), out)
-                    view.index_put_((bidx[rows], jj[rows], ii[rows]), out)
+                    out = outs[self.outputs.index(k)]  # float32 also where autocast ran the layer in bf16
+                    scatter_pairs_(out, y.to(out.dtype), bidx[rows], ii[rows], jj[rows])
         return outs
 
     def _forward_tril(self, vectors: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

@@ -34,6 +34,8 @@ import numba
 import numpy as np
 import torch
 
+from jettag.threads import numba_threads
+
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -170,13 +172,6 @@ def _softmax_grad_pairs(probs, real, seeds, thresholds, scales, gs, vs, starts, 
                 out[q, h] = square[h, i, j] if i == j else square[h, i, j] + square[h, j, i]
 
 
-def _threads() -> int:
-    """Run the kernels on torch's intra-op thread count (at most numba's pool); returns it."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    return n
-
-
 def _scale(p: float, like: torch.Tensor) -> np.floating:
     """1 / (1 - p) as a NumPy scalar of ``like``'s dtype (so the kernels multiply in that precision)."""
     return np.asarray(1.0 / (1.0 - p), dtype=like.numpy().dtype)[()]
@@ -186,7 +181,7 @@ def mix(probs: torch.Tensor, v: torch.Tensor, seed: int, p: float) -> torch.Tens
     """dropout(probs, p) @ v for probs (N, T, S) and v (N, S, D), contiguous CPU float tensors, with
     the keep mask of ``seed`` (``keep_mask``)."""
     out = probs.new_empty(probs.shape[0], probs.shape[1], v.shape[2])
-    _threads()
+    numba_threads()
     _mix(probs.detach().numpy(), v.detach().numpy(), np.uint64(seed), drop_threshold(p), _scale(p, out),
          out.numpy())
     return out
@@ -195,7 +190,7 @@ def mix(probs: torch.Tensor, v: torch.Tensor, seed: int, p: float) -> torch.Tens
 def mix_grad_values(probs: torch.Tensor, grad: torch.Tensor, seed: int, p: float) -> torch.Tensor:
     """dL/dv of ``mix`` for dL/dout ``grad`` (N, T, D): dropout(probs, p)^T @ grad."""
     grad_v = grad.new_empty(probs.shape[0], probs.shape[2], grad.shape[2])
-    _threads()
+    numba_threads()
     _mix_grad_values(probs.detach().numpy(), grad.numpy(), np.uint64(seed), drop_threshold(p),
                      _scale(p, grad_v), grad_v.numpy())
     return grad_v
@@ -210,7 +205,7 @@ def square_logits(values: torch.Tensor, real: torch.Tensor, starts: torch.Tensor
     (b, j, i) (``starts[b]``: the first pair of jet b), 0 at the other real keys, -inf at padded keys
     (``real`` (B, P) bool), written jet by jet in one pass."""
     out = values.new_empty(real.shape[0], values.shape[1], real.shape[1], real.shape[1])
-    _threads()
+    numba_threads()
     _square_logits(values.detach().numpy(), real.numpy(), starts.numpy(), ii.numpy(), jj.numpy(), out.numpy())
     return out
 
@@ -228,7 +223,7 @@ def softmax_grad_pairs(probs: torch.Tensor, real: torch.Tensor, blocks: list[Blo
     gs = torch.stack([g for _, _, g, _ in blocks]).numpy()
     vs = torch.stack([v for _, _, _, v in blocks]).numpy()
     out = probs.new_empty(ii.shape[0], probs.shape[1])
-    squares = probs.new_empty(_threads(), *probs.shape[1:])  # one jet's (H, P, P) per thread
+    squares = probs.new_empty(numba_threads(), *probs.shape[1:])  # one jet's (H, P, P) per thread
     _softmax_grad_pairs(probs.detach().numpy(), real.numpy(), seeds, thresholds, scales, gs, vs,
                         starts.numpy(), ii.numpy(), jj.numpy(), squares.numpy(), out.numpy())
     return out

@@ -24,6 +24,8 @@ import numba
 import numpy as np
 import torch
 
+from jettag.threads import numba_threads
+
 PAIR_FEATURE_NAMES = ("ln_kt", "ln_z", "ln_delta", "ln_m2")
 
 _TRIL_CACHE: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -193,7 +195,7 @@ def real_pair_features(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 1
     n = int(starts[-1])
     out = torch.empty(n, 4)
     bidx, ii, jj = (torch.empty(n, dtype=torch.int64) for _ in range(3))
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba_threads()
     _real_pairs(vectors.numpy(), pt.numpy(), rap.numpy(), phi.numpy(), real, starts, np.float32(eps),
                 out.numpy(), bidx.numpy(), ii.numpy(), jj.numpy())
     return out, bidx, ii, jj
