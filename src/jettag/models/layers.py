@@ -50,7 +50,7 @@ from jettag.physics.pairs import pair_features_dense, pair_features_tril, real_p
 from jettag.threads import numba_threads
 
 NEG_INF = float("-inf")
-#: rows of pairs per step of the pair MLP at inference (~2 MiB of float32 activations at width 64)
+#: rows of pairs per step of the pair MLP at inference (8 MiB of float32 activations at width 64)
 PAIR_ROWS = 32768
 
 
