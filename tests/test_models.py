@@ -396,7 +396,7 @@ def test_pair_embedding_paths_agree(monkeypatch):
     """Real-pair (eager), whole-triangle (torch.compile) and broadcast (ONNX) paths give one U. In eval
     mode without autograd the real-pair path runs the BN-folded MLP a few rows at a time (5 here,
     so the 70 real pairs span chunk boundaries); the other two apply BN as written."""
-    monkeypatch.setattr(layers, "PAIR_ROWS", 5)
+    monkeypatch.setattr(layers, "PAIR_ACTIVATIONS", 5 * 16)  # 5 rows at the widest layer, 16
     torch.manual_seed(0)
     embed = PairEmbed(4, (16, 16, 8), outputs=(1, 2)).eval()
     for m in embed.modules():
@@ -416,6 +416,81 @@ def test_pair_embedding_paths_agree(monkeypatch):
             assert a[~keep.expand_as(a)].abs().max() == 0  # pairs with a padded particle are 0
             torch.testing.assert_close(b * keep, a, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(c * keep, a, atol=1e-5, rtol=1e-5)
+
+
+def test_pair_attention_biases_and_their_kept_layers(monkeypatch):
+    """At float32 inference ``attention_biases`` writes the pair MLP's values into a bias that already
+    holds -inf at padded keys and at the keys widened for SDPA: it must equal ``key_padding_bias`` of
+    the autograd path's U, a hole in a mask included. The folded, packed layers it keeps between calls
+    must follow an in-place change of a BN statistic (``load_state_dict``)."""
+    monkeypatch.setattr(layers, "PAIR_ACTIVATIONS", 5 * 16)  # chunks of 5 rows: boundaries inside the jets
+    torch.manual_seed(0)
+    embed = PairEmbed(4, (16, 8)).eval()
+    for m in embed.modules():
+        if isinstance(m, MaskedBatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    _, _, vectors, mask = example_inputs(7, lengths=[9, 19, 3], length=19, seed=6)
+    mask[1, 0, 4] = False  # a hole
+    slow = layers.key_padding_bias(embed(vectors, mask)[0], mask[:, 0], torch.float32).detach()
+    with torch.no_grad():
+        (fast,) = embed.attention_biases(vectors, mask, torch.float32)
+    assert fast.shape == (3, 8, 19, 32) and torch.isneginf(fast[..., 19:]).all()
+    assert slow.shape == (3, 8, 19, 19) and torch.isneginf(fast[1, :, :, 4]).all()
+    # BN folded into the Linears and oneDNN's GEMM against BN as written: float32 rounding
+    torch.testing.assert_close(fast[..., :19], slow, atol=1e-5, rtol=1e-5)
+
+    state = embed.state_dict()
+    state["layers.0.bn.running_mean"] = state["layers.0.bn.running_mean"] + 0.5
+    embed.load_state_dict(state)
+    fresh = PairEmbed(4, (16, 8)).eval()
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(embed.attention_biases(vectors, mask, torch.float32)[0],
+                           fresh.attention_biases(vectors, mask, torch.float32)[0])
+        assert embed.attention_biases(vectors, mask, torch.bfloat16)[0].dtype == torch.bfloat16
+
+
+def test_pair_layer_batchnorm_gelu_in_cpu_training():
+    """In CPU training a pair layer's BN + GELU is one autograd function (``models.bn_gelu``): output,
+    every gradient and the running statistics (momentum and cumulative) must be those of
+    ``nn.BatchNorm1d`` + ``F.gelu``; gradcheck in float64; autocast and a single row keep torch's path."""
+    import copy
+
+    from jettag.models import bn_gelu
+    from jettag.models.layers import PairLayer
+
+    torch.manual_seed(0)
+    layer = PairLayer(16, 32, "gelu").train()
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 1.5)
+        layer.bn.bias.uniform_(-0.5, 0.5)
+    ref = copy.deepcopy(layer)
+    for momentum in (0.1, None):
+        layer.bn.momentum = ref.bn.momentum = momentum
+        x = (torch.randn(1000, 16) * 2 + 1).requires_grad_(True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        y = layer(x, None)
+        y_ref = F.gelu(torch.nn.BatchNorm1d.forward(ref.bn, ref.linear(x_ref)))
+        g = torch.randn_like(y)
+        y.backward(g)
+        y_ref.backward(g)
+        # the same sums in another order (float64 column sums against torch's float32 kernels)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+        for (name, p), p_ref in zip(layer.named_parameters(), ref.parameters()):  # sums over 1,000 rows
+            torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-4, rtol=1e-4, msg=name)
+        for (name, b), b_ref in zip(layer.named_buffers(), ref.buffers()):
+            torch.testing.assert_close(b, b_ref, atol=1e-6, rtol=1e-6, msg=name)
+
+    small = PairLayer(5, 6, "gelu").double().train()
+    x = torch.randn(40, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: bn_gelu._BatchNormGelu.apply(small.linear(x), w, b, 1e-5)[0],
+        (x, small.bn.weight, small.bn.bias))
+    assert not bn_gelu.supported(torch.randn(1, 4)) and not bn_gelu.supported(torch.randn(4, 4, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not bn_gelu.supported(torch.randn(8, 4))
 
 
 def test_pair_scatter_backward_gathers_both_triangles_once():

@@ -27,7 +27,6 @@ from jettag.models.layers import (
     compute_dtype,
     drop_path_rates,
     init_linear,
-    key_padding_bias,
 )
 from jettag.models.registry import JetModel, register_model
 
@@ -58,8 +57,7 @@ class ParticleTransformer(JetModel):
                          mask: torch.Tensor) -> torch.Tensor:
         mask = self.check_inputs(None, features, vectors, mask)
         x = self.embed(features, mask)
-        (u,) = self.pair_embed(vectors, mask)
-        bias = key_padding_bias(u, mask[:, 0], compute_dtype(x))
+        (bias,) = self.pair_embed.attention_biases(vectors, mask, compute_dtype(x))
         for block in self.blocks:
             x = block(x, attn_mask=bias)
         return self.head.pool(x, mask)
