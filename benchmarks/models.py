@@ -421,11 +421,16 @@ def write_results(result: dict, args: argparse.Namespace, cuda: bool, done: bool
     return table
 
 
+def reference_name(entry: dict) -> str | None:
+    """The reference's key ("weaver:part", "authors:mipart", ...) in a pair's entry, None if timed alone."""
+    return next((k for k in entry if ":" in k and not k.startswith("jettag:")), None)
+
+
 def round_ratio_range(entry: dict, name: str, mode: str) -> tuple[float, float]:
     """Lowest and highest ratio of jettag's rate to the reference's over the rounds, each round's two
     passes taken back to back (``mode``: "train" or "infer")."""
-    ref_name = next(k for k in entry if ":" in k and not k.startswith("jettag:"))
-    ours, ref = entry[f"jettag:{name}"][f"{mode}_rounds"], entry[ref_name][f"{mode}_rounds"]
+    ref = entry[reference_name(entry)][f"{mode}_rounds"]
+    ours = entry[f"jettag:{name}"][f"{mode}_rounds"]
     ratios = [a / b for a, b in zip(ours, ref)]
     return round(min(ratios), 2), round(max(ratios), 2)
 
@@ -443,7 +448,7 @@ def markdown_table(result: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for name, entry in result["pairs"].items():
         ours = entry[f"jettag:{name}"]
-        ref_name = next((k for k in entry if ":" in k and not k.startswith("jettag:")), None)
+        ref_name = reference_name(entry)
         ref = entry.get(ref_name, {}) if ref_name else {}
         ref_label = ref_name or entry.get("reference", "none")
 

@@ -52,13 +52,10 @@ def column_sums(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def supported(z: torch.Tensor) -> bool:
     """Where the fused function runs: an (N, C) CPU tensor of more than one row (``nn.BatchNorm1d``
-    refuses one in training) in float32 or float64, outside autocast, export and torch.compile."""
-    from jettag.models.layers import exporting
-
+    refuses one in training) in float32 or float64, outside autocast (the caller keeps it out of
+    tracing and torch.compile)."""
     return (z.device.type == "cpu" and z.ndim == 2 and z.shape[0] > 1
-            and z.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu") and not exporting()
-            and not torch.compiler.is_compiling())
+            and z.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu"))
 
 
 class _BatchNormGelu(torch.autograd.Function):

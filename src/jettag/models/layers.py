@@ -200,7 +200,8 @@ class PairLayer(nn.Module):
         z = self.linear(x)
         gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
         hooked = self.bn._forward_pre_hooks or self.bn._forward_hooks  # e.g. a frozen BN kept in eval
-        if self.bn.training and mask is None and gelu and not hooked and bn_gelu.supported(z):
+        traced = exporting() or torch.compiler.is_compiling()
+        if self.bn.training and mask is None and gelu and not (hooked or traced) and bn_gelu.supported(z):
             return bn_gelu.batchnorm_gelu(z, self.bn)  # CPU training on the real pairs: 2 big tensors, not 4
         return self.act(self.bn(z, mask, channel_last=True))
 
