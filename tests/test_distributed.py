@@ -68,3 +68,31 @@ def test_ddp_evaluate_equals_single_process(ddp_run: Path, tmp_path: Path) -> No
     for k, v in single.items():
         assert reduced[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
     shutil.rmtree(out)
+
+
+# Run by torchrun in each rank: join, train one DDP step, leave, and list the native threads left.
+_GLOO_THREADS_SCRIPT = """
+import os, torch
+from jettag.train import distributed as D
+D.setup("cpu")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+model(torch.ones(4, 3)).sum().backward()
+del model
+D.cleanup()
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print("threads", os.environ["RANK"], ",".join(names))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_cleanup_joins_the_gloo_threads(tmp_path: Path) -> None:
+    """``cleanup`` frees the process group even after DDP has run, so gloo's worker threads end there:
+    left alive into interpreter exit, one of them finishing a barrier aborted a rank ("terminate
+    called without an active exception", seen in CI)."""
+    script = tmp_path / "ranks.py"
+    script.write_text(_GLOO_THREADS_SCRIPT)
+    out = _run([*TORCHRUN, str(script)], tmp_path)
+    lines = [line.split() for line in out.splitlines() if line.startswith("threads")]
+    assert sorted(rank for _, rank, _ in lines) == ["0", "1"]
+    for _, rank, names in lines:
+        assert "gloo" not in names, f"rank {rank}: {names}"

@@ -31,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
     from jettag.train import distributed as D
 
     info = D.setup(args.device)
-    results = [evaluate_run(r, args.data, args.which, args.batch_size, info) for r in args.runs]
-    classes = results[0]["classes"]
-    if any(r["classes"] != classes for r in results):
-        raise UsageError(f"the runs have different classes: {[r['classes'] for r in results]}")
-    if info.is_main:
-        out = Path(args.out or Path(args.runs[0]) / "report")
-        for r in results:
-            write_predictions(out / "predictions" / f"{r['name']}.parquet", r["labels"], r["probs"], classes)
-        files = write_report(out, results, classes, extra_columns=["params"])
-        print(files["md"].read_text())
-        print(json.dumps({r["name"]: r["metrics"] for r in results}, indent=1, default=float))
-        print(f"report: {out}")
-    D.cleanup()
+    try:
+        results = [evaluate_run(r, args.data, args.which, args.batch_size, info) for r in args.runs]
+        classes = results[0]["classes"]
+        if any(r["classes"] != classes for r in results):
+            raise UsageError(f"the runs have different classes: {[r['classes'] for r in results]}")
+        if info.is_main:
+            out = Path(args.out or Path(args.runs[0]) / "report")
+            for r in results:
+                path = out / "predictions" / f"{r['name']}.parquet"
+                write_predictions(path, r["labels"], r["probs"], classes)
+            files = write_report(out, results, classes, extra_columns=["params"])
+            print(files["md"].read_text())
+            print(json.dumps({r["name"]: r["metrics"] for r in results}, indent=1, default=float))
+            print(f"report: {out}")
+    finally:
+        D.cleanup()  # the backend's threads joined before interpreter exit
     return 0

@@ -10,6 +10,7 @@ so a distributed evaluation gives the same figures as a single process.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -55,12 +56,19 @@ def setup(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
+        # DDP's constructor imports this module; imported after the group exists, its functions'
+        # ``group=group.WORLD`` defaults would hold the group forever, so ``cleanup`` could not free
+        # it and gloo's worker threads would outlive the interpreter (a thread finishing a barrier
+        # then aborts the process at exit: "terminate called without an active exception")
+        importlib.import_module("torch.distributed.nn.functional")
+
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
 def cleanup() -> None:
+    """Leave the process group; its backend's threads are joined here, not at interpreter exit."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
