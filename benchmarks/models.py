@@ -344,7 +344,7 @@ def main() -> int:
     parser.add_argument("--epoch-jets", type=int, default=8192, help="jets in the sample (one epoch)")
     parser.add_argument("--train-batches", type=int, default=4, help="batches timed per training round")
     parser.add_argument("--infer-batches", type=int, default=4, help="batches (2x size) per inference round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per pair")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(PAIRS), choices=list(PAIRS))
