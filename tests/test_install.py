@@ -73,3 +73,33 @@ def test_wheel_installs_and_trains_from_a_recipe_name(tmp_path: Path) -> None:
           "batch_size=16", "progress=false", "--run-dir", str(run_dir)], work, env)
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.safetensors").is_file()
+
+
+# Run in a process where numba finds no writable cache location: every jettag module with kernels is
+# imported, and one kernel (the real pairs' features) runs.
+_UNCACHED_SCRIPT = """
+import torch
+import jettag.models  # every model module, so every kernel is decorated
+from jettag.data.kinds.particles import example_inputs
+from jettag.physics.pairs import real_pair_features
+_, _, vectors, mask = example_inputs(7, batch_size=3, length=12, seed=4)
+feats = real_pair_features(vectors, mask)[0]
+print(repr(feats.double().sum().item()), feats.shape[0])
+"""
+
+
+def test_kernels_compile_where_numba_cannot_cache(tmp_path: Path) -> None:
+    """A read-only install run without a home directory: numba then has no cache location and
+    ``numba.njit(cache=True)`` raises at import. jettag compiles its kernels uncached instead, with
+    one warning, and they give what the cached ones give (the same compiled code)."""
+    from jettag.data.kinds.particles import example_inputs
+    from jettag.physics.pairs import real_pair_features
+
+    # numba's locator list cut to the IPython one, which finds nothing for a file on disk
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.IPythonCacheLocator",
+           "PYTHONWARNINGS": "default"}
+    proc = _run([sys.executable, "-c", _UNCACHED_SCRIPT], tmp_path, env)
+    _, _, vectors, mask = example_inputs(7, batch_size=3, length=12, seed=4)
+    feats = real_pair_features(vectors, mask)[0]
+    assert proc.stdout.split() == [repr(feats.double().sum().item()), str(feats.shape[0])]
+    assert proc.stderr.count("no writable cache directory") == 1, proc.stderr

@@ -22,10 +22,10 @@ import numba
 import numpy as np
 import torch
 
-from jettag.threads import numba_threads
+from jettag.jit import njit, numba_threads
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _column_sums(a, b, nt):  # pragma: no cover - compiled
     """Per column: sum of a, and sum of a * b (b is a when the caller passes it twice), in float64."""
     n, c = a.shape

@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from jettag.jit import njit, numba_threads
 from jettag.models import bn_gelu, mi_kernels
 from jettag.physics.pairs import pair_features_dense, pair_features_tril, real_pair_features, scatter_tril
-from jettag.threads import numba_threads
 
 NEG_INF = float("-inf")
 #: floats of one pair layer's activations per step of the pair MLP at inference: 16 MiB, under glibc's
@@ -206,7 +206,7 @@ class PairLayer(nn.Module):
         return self.act(self.bn(z, mask, channel_last=True))
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _scatter_pairs(values, bidx, ii, jj, out):  # pragma: no cover - compiled
     for q in numba.prange(values.shape[0]):
         b, i, j = bidx[q], ii[q], jj[q]

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 import torch
 
-from jettag.threads import numba_threads
+from jettag.jit import njit, numba_threads
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -94,7 +94,7 @@ def _kept_row(probs, n, i, seed, threshold, scale, half, weights):  # pragma: no
         weights[j] *= probs[n, i, j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _square_logits(values, real, starts, ii, jj, out):  # pragma: no cover - compiled
     n_batch, n_heads, t, s = out.shape
     for b in numba.prange(n_batch):
@@ -107,7 +107,7 @@ def _square_logits(values, real, starts, ii, jj, out):  # pragma: no cover - com
                 out[b, h, jj[q], ii[q]] = values[q, h]
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+@njit(parallel=True, fastmath={"reassoc", "contract"})
 def _mix(probs, v, seed, threshold, scale, out):  # pragma: no cover - compiled
     n_rows, t, s = probs.shape
     d = v.shape[2]
@@ -123,7 +123,7 @@ def _mix(probs, v, seed, threshold, scale, out):  # pragma: no cover - compiled
                 out[n, i, c] = acc
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+@njit(parallel=True, fastmath={"reassoc", "contract"})
 def _mix_grad_values(probs, g, seed, threshold, scale, grad_v):  # pragma: no cover - compiled
     n_rows, t, s = probs.shape
     d = g.shape[2]
@@ -139,7 +139,7 @@ def _mix_grad_values(probs, g, seed, threshold, scale, grad_v):  # pragma: no co
                     grad_v[n, j, c] += weights[j] * gi
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+@njit(parallel=True, fastmath={"reassoc", "contract"})
 def _softmax_grad_pairs(probs, real, seeds, thresholds, scales, gs, vs, starts, ii, jj, squares, out
                         ):  # pragma: no cover - compiled
     n_batch, n_heads, t, s = probs.shape

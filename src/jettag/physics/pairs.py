@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from jettag.threads import numba_threads
+from jettag.jit import njit, numba_threads
 
 PAIR_FEATURE_NAMES = ("ln_kt", "ln_z", "ln_delta", "ln_m2")
 
@@ -130,7 +130,7 @@ def pair_features_dense(vectors: torch.Tensor, mask: torch.Tensor, eps: float = 
 _PI, _TWO_PI = np.float32(math.pi), np.float32(2 * math.pi)
 
 
-@numba.njit(cache=True)
+@njit()
 def _pair_starts(real):  # pragma: no cover - compiled
     """starts[b]: the index of jet b's first real pair (r_b (r_b + 1) / 2 pairs for r_b real particles)."""
     starts = np.zeros(real.shape[0] + 1, np.int64)
@@ -142,7 +142,7 @@ def _pair_starts(real):  # pragma: no cover - compiled
     return starts
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _real_pairs(vectors, pt, rap, phi, real, starts, eps, out, bidx, ii, jj):  # pragma: no cover - compiled
     """``_ln_pair_features`` in float32 for every real pair (i >= j) of every jet, in (b, i, j) order."""
     for b in numba.prange(real.shape[0]):
