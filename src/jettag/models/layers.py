@@ -61,6 +61,12 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def traced() -> bool:
+    """True while exporting (``exporting``) or compiling with torch.compile: the eager-only paths
+    (numba kernels, Python-side caches, in-place buffers sized from the data) must not run."""
+    return exporting() or torch.compiler.is_compiling()
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype matmuls produce for ``x`` right now (the autocast dtype when autocast is on)."""
     dev = x.device.type
@@ -78,9 +84,8 @@ _FOLDED = WeakIdKeyDictionary()
 def fused_linear(x: torch.Tensor) -> bool:
     """Whether ``linear`` takes oneDNN's fused kernel for ``x``: float32 on CPU, no autograd, no
     autocast, not exporting or compiling."""
-    return (torch.backends.mkldnn.is_available() and not (exporting() or torch.compiler.is_compiling())
-            and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+    return (torch.backends.mkldnn.is_available() and not traced() and not torch.is_grad_enabled()
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
@@ -200,8 +205,7 @@ class PairLayer(nn.Module):
         z = self.linear(x)
         gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
         hooked = self.bn._forward_pre_hooks or self.bn._forward_hooks  # e.g. a frozen BN kept in eval
-        traced = exporting() or torch.compiler.is_compiling()
-        if self.bn.training and mask is None and gelu and not (hooked or traced) and bn_gelu.supported(z):
+        if self.bn.training and mask is None and gelu and not (hooked or traced()) and bn_gelu.supported(z):
             return bn_gelu.batchnorm_gelu(z, self.bn)  # CPU training on the real pairs: 2 big tensors, not 4
         return self.act(self.bn(z, mask, channel_last=True))
 
@@ -339,8 +343,7 @@ class PairEmbed(nn.Module):
         tensors that already hold that key pattern (``key_padding_pattern``), one pass over each
         (B, C, P, S) tensor fewer than masking a finished square."""
         keep = mask[:, 0]
-        if dtype == torch.float32 and not (self.training or torch.is_grad_enabled() or exporting()
-                                           or torch.compiler.is_compiling()):
+        if dtype == torch.float32 and not (self.training or torch.is_grad_enabled() or traced()):
             x, bidx, ii, jj = real_pair_features(vectors, mask)
             return self._mlp_inference(x, bidx, ii, jj, vectors.shape[0], vectors.shape[-1], keys=keep)
         return [key_padding_bias(u, keep, dtype) for u in self(vectors, mask)]
@@ -439,7 +442,7 @@ def sdpa_keys(n: int, x: torch.Tensor) -> int:
     ``n`` rounded up to a multiple of 16, the block width of SDPA's CPU kernel, where it is 1.3-1.9x
     faster over the same real keys (45 jets x 90 keys: 3.2 ms; padded to 96: 2.1 ms; 2 cores);
     elsewhere ``n``. The extra keys are zero vectors with bias -inf, so they get weight exactly 0."""
-    if x.device.type != "cpu" or torch.is_grad_enabled() or exporting() or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or torch.is_grad_enabled() or traced():
         return n
     return -(-n // 16) * 16
 
@@ -551,7 +554,7 @@ class Attention(nn.Module):
 def sparse_dropout_ok(x: torch.Tensor) -> bool:
     """True where dropout draws its positions with ``dropped_positions`` (eager CPU tensors); on
     CUDA, under torch.compile or tracing, torch's own dropout kernels are used instead."""
-    return x.device.type == "cpu" and not exporting() and not torch.compiler.is_compiling()
+    return x.device.type == "cpu" and not traced()
 
 
 def dropped_positions(numel: int, p: float) -> torch.Tensor:

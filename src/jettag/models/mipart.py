@@ -40,10 +40,10 @@ from jettag.models.layers import (
     SharedProbabilities,
     compute_dtype,
     drop_path_rates,
-    exporting,
     init_linear,
     key_padding_bias,
     sparse_dropout_ok,
+    traced,
 )
 from jettag.models.registry import JetModel, register_model
 
@@ -80,8 +80,7 @@ class MIParticleTransformer(JetModel):
         """softmax over keys of U1 (B, D1, P, P) with padded keys at -inf, in float32, stored as dtype.
         Without autograd (inference) the mask and the softmax are written into U1's own buffer."""
         keys = ~mask[:, 0][:, None, None, :]
-        traced = exporting() or torch.compiler.is_compiling()
-        if torch.is_grad_enabled() or u1.dtype != torch.float32 or traced:
+        if torch.is_grad_enabled() or u1.dtype != torch.float32 or traced():
             return torch.softmax(u1.float().masked_fill(keys, NEG_INF), dim=-1).to(dtype)
         u1.masked_fill_(keys, NEG_INF)
         return torch.ops.aten._softmax.out(u1, -1, False, out=u1).to(dtype)  # row by row: in place is exact

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from jettag.models.layers import exporting
+from jettag.models.layers import traced
 
 _REGISTRY: dict[str, Callable[..., JetModel]] = {}
 
@@ -49,8 +49,8 @@ class JetModel(nn.Module):
 
     def _split_inference(self, inputs: tuple[torch.Tensor, ...]) -> bool:
         """Eval mode, no autograd, eager CPU, no attention capture, and more than one sub-batch."""
-        if (self.inference_particles is None or self.training or torch.is_grad_enabled() or exporting()
-                or torch.compiler.is_compiling() or getattr(self, "capturing_attention", False)):
+        if (self.inference_particles is None or self.training or torch.is_grad_enabled() or traced()
+                or getattr(self, "capturing_attention", False)):
             return False
         if len(inputs) != 4 or inputs[1].ndim != 3:
             return False  # the usual path reports the bad input
@@ -97,7 +97,7 @@ class JetModel(nn.Module):
     def check_inputs(self, points: torch.Tensor | None, features: torch.Tensor, vectors: torch.Tensor | None,
                      mask: torch.Tensor) -> torch.Tensor:
         """Validate shapes once per call (skipped while tracing/compiling); returns the bool mask."""
-        if not (exporting() or torch.compiler.is_compiling()):
+        if not traced():
             name = type(self).__name__
             if features.ndim != 3 or features.shape[1] != self.input_dim:
                 raise ValueError(f"{name}: features must be (batch, {self.input_dim}, particles), "
