@@ -61,6 +61,7 @@ def test_wheel_installs_and_trains_from_a_recipe_name(tmp_path: Path) -> None:
     work.mkdir()
     where = _run([str(python), "-c", "import jettag; print(jettag.__file__)"], work, env).stdout.strip()
     assert Path(where).is_relative_to(venv), where
+    assert (Path(where).parent / "models" / "attention16.cpp").is_file()  # built at first use
 
     jettag = str(venv / "bin" / "jettag")
     models = _run([jettag, "models", "--no-flops"], work, env).stdout

@@ -1,16 +1,27 @@
-"""What jettag's numba kernels share: the on-disk cache of their machine code, and torch's thread
-count."""
+"""What jettag's compiled kernels share: the on-disk cache of the numba kernels' machine code,
+torch's thread count, and the C++ kernels built at first use (``cpp_library``)."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
 import torch
 
 _UNCACHED_WARNED = False
+#: set to 0 to use torch's own operators where a C++ kernel would run
+CPP_KERNELS_ENV = "JETTAG_CPP_KERNELS"
 
 
 def njit(**options: Any) -> Callable[[Callable], Callable]:
@@ -42,3 +53,76 @@ def numba_threads() -> int:
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
+
+
+def kernel_cache_dir() -> Path:
+    """Where built C++ kernels are kept: ``$JETTAG_CACHE_DIR``, else ``$XDG_CACHE_HOME/jettag`` (by
+    default ``~/.cache/jettag``), in a ``kernels`` folder."""
+    root = os.environ.get("JETTAG_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jettag"
+    return Path(root) / "kernels"
+
+
+def _cpu_id() -> str:
+    """The CPU model and its flags (the kernels are built with -march=native), so that a cache shared
+    between machines (a home directory on a cluster) never hands one CPU another's machine code."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return "\n".join(dict.fromkeys(keep))
+
+
+@functools.cache
+def cpp_library(source: Path) -> ctypes.CDLL | None:
+    """The C++ file ``source`` compiled (g++ -O3 -march=native) against torch's headers and OpenMP
+    runtime, so that its ``at::parallel_for`` runs on torch's own threads, and loaded with ctypes.
+
+    The shared library is cached under ``kernel_cache_dir()`` by a hash of the source, compiler, torch
+    version and CPU; the first use compiles it (about a second) and later processes load it. Returns
+    None, after one warning, where it cannot be built (no g++, torch not on OpenMP, a compile error):
+    callers then use torch's operators. ``JETTAG_CPP_KERNELS=0`` returns None without a warning."""
+    if os.environ.get(CPP_KERNELS_ENV, "1") == "0":
+        return None
+    reason = _unbuildable()
+    if reason is None:
+        try:
+            return ctypes.CDLL(str(_build(source)))
+        except (OSError, subprocess.SubprocessError) as err:
+            reason = f"building it failed: {str(err).strip()[-2000:]}"
+    warnings.warn(f"jettag's C++ kernel {source.name} is not used ({reason}); torch's operators run instead "
+                  f"(set {CPP_KERNELS_ENV}=0 to silence this)", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _unbuildable() -> str | None:
+    if platform.system() != "Linux":
+        return f"it is built on Linux only, not {platform.system()}"
+    if shutil.which("g++") is None:
+        return "no g++ on PATH"
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return "torch's CPU threads are not OpenMP's"
+    return None
+
+
+def _build(source: Path) -> Path:
+    torch_dir = Path(torch.__file__).parent
+    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-std=c++17", "-shared", "-fPIC",
+             f"-I{torch_dir / 'include'}", f"-L{torch_dir / 'lib'}", "-ltorch_cpu", "-lc10",
+             f"-Wl,-rpath,{torch_dir / 'lib'}"]
+    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, torch.__version__, str(torch_dir),
+                                     " ".join(flags), _cpu_id()]).encode()).hexdigest()[:20]
+    target = kernel_cache_dir() / f"{source.stem}-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # built under a temporary name and renamed, so that processes building at once never load half a file
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        proc = subprocess.run(["g++", str(source), "-o", str(built), *flags], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise subprocess.SubprocessError(proc.stderr)
+        os.replace(built, target)
+    return target

@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from jettag.jit import njit, numba_threads
-from jettag.models import bn_gelu, mi_kernels
+from jettag.models import attention16, bn_gelu, mi_kernels
 from jettag.physics.pairs import pair_features_dense, pair_features_tril, real_pair_features, scatter_tril
 
 NEG_INF = float("-inf")
@@ -499,6 +499,10 @@ class Attention(nn.Module):
         else:
             q = linear(query, w[:d], bias[:d])
             kv = linear(kv, w[d:], bias[d:])
+        if (self.head_dim == attention16.HEAD_DIM and not (self.training and self.dropout > 0)
+                and self.record is None and not traced() and attention16.usable(q, kv.shape[1], attn_mask)):
+            out = attention16.attend(q, kv[..., :d], kv[..., d:], attn_mask, self.num_heads)
+            return linear(out, self.out_proj.weight, self.out_proj.bias)
         if attn_mask is not None and attn_mask.shape[-1] > kv.shape[1]:  # keys widened by ``sdpa_keys``
             if self.record is None:  # zero vectors as the extra keys
                 padded = kv.new_empty(b, attn_mask.shape[-1], 2 * d)
