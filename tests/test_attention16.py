@@ -170,7 +170,7 @@ def test_part_eval_matches_the_sdpa_path(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_build_is_cached_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JETTAG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("JETTAG_CACHE", str(tmp_path))
     source = Path(attention16.__file__).with_name("attention16.cpp")
     first = jit._build(source)
     assert first.parent == tmp_path / "kernels" and first.is_file()
@@ -181,6 +181,17 @@ def test_build_is_cached_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     second = jit._build(edited)
     assert second != first
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == sorted([first.name, second.name])
+
+
+def test_refuses_a_cached_library_others_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JETTAG_CACHE", str(tmp_path))
+    source = Path(attention16.__file__).with_name("attention16.cpp")
+    built = jit._build(source)
+    built.chmod(0o775)
+    with pytest.raises(OSError, match="writable by others"):
+        jit._build(source)
+    built.chmod(0o755)
+    assert jit._build(source) == built
 
 
 def test_falls_back_with_one_warning_where_it_cannot_build(tmp_path: Path) -> None:
@@ -197,7 +208,7 @@ def test_falls_back_with_one_warning_where_it_cannot_build(tmp_path: Path) -> No
         "        m(*example_inputs(7, lengths=[5, 9], length=16, seed=0))\n"
         "print(attention16._kernel() is None, sum('attention16.cpp' in str(x.message) for x in w))\n"
     )
-    base = {**os.environ, "JETTAG_CACHE_DIR": str(tmp_path)}
+    base = {**os.environ, "JETTAG_CACHE": str(tmp_path)}
     python_dir = str(Path(sys.executable).parent)
     no_gxx = subprocess.run([sys.executable, "-c", script], env={**base, "PATH": python_dir},
                             capture_output=True, text=True, check=True)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a file jettag writes is either absent, the old one, or complete."""
+"""Where jettag keeps files and how it writes them: the cache folder (``cache_root``), and atomic
+writes (a file jettag writes is either absent, the old one, or complete)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$JETTAG_CACHE``, else ``~/.cache/jettag``: generated samples, Lund trees
+    and built C++ kernels are kept below it."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("JETTAG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "jettag"
 
 
 @contextmanager

@@ -10,7 +10,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numba
 import torch
+
+from jettag.files import atomic_path, cache_root
 
 _UNCACHED_WARNED = False
 #: set to 0 to use torch's own operators where a C++ kernel would run
@@ -56,11 +57,9 @@ def numba_threads() -> int:
 
 
 def kernel_cache_dir() -> Path:
-    """Where built C++ kernels are kept: ``$JETTAG_CACHE_DIR``, else ``$XDG_CACHE_HOME/jettag`` (by
-    default ``~/.cache/jettag``), in a ``kernels`` folder."""
-    root = os.environ.get("JETTAG_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jettag"
-    return Path(root) / "kernels"
+    """Where built C++ kernels are kept: ``kernels`` in jettag's cache (``$JETTAG_CACHE``, by default
+    ``~/.cache/jettag``)."""
+    return cache_root() / "kernels"
 
 
 def _cpu_id() -> str:
@@ -90,7 +89,7 @@ def cpp_library(source: Path) -> ctypes.CDLL | None:
         try:
             return ctypes.CDLL(str(_build(source)))
         except (OSError, subprocess.SubprocessError) as err:
-            reason = f"building it failed: {str(err).strip()[-2000:]}"
+            reason = f"it could not be built or loaded: {str(err).strip()[-2000:]}"
     warnings.warn(f"jettag's C++ kernel {source.name} is not used ({reason}); torch's operators run instead "
                   f"(set {CPP_KERNELS_ENV}=0 to silence this)", RuntimeWarning, stacklevel=3)
     return None
@@ -116,13 +115,22 @@ def _build(source: Path) -> Path:
                                      " ".join(flags), _cpu_id()]).encode()).hexdigest()[:20]
     target = kernel_cache_dir() / f"{source.stem}-{key}.so"
     if target.is_file():
+        _check_owner(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # built under a temporary name and renamed, so that processes building at once never load half a file
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
+    # built under a name of this process's own and renamed, so that processes building at once never
+    # load half a file
+    with atomic_path(target, target.with_name(f"{target.name}.{os.getpid()}.tmp")) as built:
         proc = subprocess.run(["g++", str(source), "-o", str(built), *flags], capture_output=True, text=True)
         if proc.returncode != 0:
             raise subprocess.SubprocessError(proc.stderr)
-        os.replace(built, target)
+        built.chmod(0o755)  # whatever the umask: _check_owner refuses files others can write
     return target
+
+
+def _check_owner(path: Path) -> None:
+    """Loading a shared library runs its code: only one that this user owns and nobody else can write
+    (a cache folder shared with others could otherwise hand us anyone's code)."""
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise OSError(f"{path} is not owned by this user or is writable by others; remove it")

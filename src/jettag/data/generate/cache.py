@@ -14,14 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jettag.data.generate.runner import DEFAULT_CHUNK_SIZE, GENERATOR_VERSION, generate, require_generate
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else ``$JETTAG_CACHE``, else ``~/.cache/jettag``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("JETTAG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "jettag"
+from jettag.files import cache_root
 
 
 def cache_entry(
