@@ -101,6 +101,9 @@ def test_rejects_shapes_it_cannot_take() -> None:
         attention16.attend(q, k, v, torch.zeros(2, 8, 4, 6), heads=4)
     with pytest.raises(ValueError, match="heads of width 16"):
         attention16.attend(q, k, v, torch.zeros(2, 8, 4, 5), heads=8)
+    q2, k2, v2 = packed(1, 8, 513, 8, seed=0)
+    with pytest.raises(ValueError, match="at most 512"):
+        attention16.attend(q2, k2, v2, torch.zeros(1, 8, 8, 513), heads=8)
     with pytest.raises(ValueError, match="contiguous"):
         attention16.attend(q, k, v, torch.zeros(2, 8, 6, 4).transpose(-1, -2), heads=8)
 

@@ -59,6 +59,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
             or bias.shape[3] < s):
         raise ValueError(f"attend: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
                          f"bias {tuple(bias.shape)} for {heads} heads of width {HEAD_DIM}")
+    if s > _kernel().max_keys:
+        raise ValueError(f"attend: {s} keys, the kernel takes at most {_kernel().max_keys}")
     if any(x.stride(-1) != 1 for x in (q, k, v, bias)):
         raise ValueError("attend: the last axis of q, k, v and bias must be contiguous")
     out = q.new_empty(b, t, d)
