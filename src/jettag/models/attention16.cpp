@@ -79,7 +79,8 @@ struct Args {
 // k and v row by row (a head's 16 floats are one cache line of a row, so going head by head through
 // the projections' rows would miss on every line); then, head by head, R queries at a time, with
 // the next R query rows and their bias rows prefetched (the two largest stalls otherwise).
-template <int R>
+constexpr int R = 8;  // queries at a time
+
 void attend_jet(const Args &a, int64_t b, float *kt, float *vh, float (*s)[SMAX]) {
     const int64_t S = a.S, S16 = (S + 15) & ~int64_t(15), H = a.H;
     for (int64_t j = 0; j < S16; ++j) {  // kt[h][(j / 16) * 256 + d * 16 + j % 16] = k[j, h, d] * scale
@@ -159,13 +160,13 @@ void attend_jet(const Args &a, int64_t b, float *kt, float *vh, float (*s)[SMAX]
 void attend_many(const Args &a, int64_t start, int64_t end) {
     const int64_t S16 = (a.S + 15) & ~int64_t(15);
     std::vector<float> kt(a.H * S16 * D), vh(a.H * S16 * D);
-    alignas(64) float s[8][SMAX];
-    for (int64_t b = start; b < end; ++b) attend_jet<8>(a, b, kt.data(), vh.data(), s);
+    alignas(64) float s[R][SMAX];
+    for (int64_t b = start; b < end; ++b) attend_jet(a, b, kt.data(), vh.data(), s);
 }
 
 void attend_few(const Args &a, int64_t start, int64_t end) {
     alignas(64) float s[SMAX];
-    const int64_t S = a.S;
+    const int64_t S = a.S, S16 = (S + 15) & ~int64_t(15);
     for (int64_t bh = start; bh < end; ++bh) {
         const int64_t b = bh / a.H, h = bh % a.H;
         const float *kb = a.k + b * a.ks_b + h * D, *vb = a.v + b * a.vs_b + h * D;
@@ -177,14 +178,16 @@ void attend_few(const Args &a, int64_t start, int64_t end) {
                 s[j] = hsum(q * loadu(kb + j * a.ks_j)) + bias[j];
                 m = s[j] > m ? s[j] : m;
             }
-            v16 o = splat(0.0f);
-            float sum = 0.0f;
-            for (int64_t j = 0; j < S; ++j) {
-                const float e = exp_neg(splat(s[j] - m))[0];
+            for (int64_t j = S; j < S16; ++j) s[j] = -INFINITY;  // the last block's keys past S: weight 0
+            v16 sum = splat(0.0f);
+            for (int64_t j0 = 0; j0 < S16; j0 += 16) {
+                const v16 e = exp_neg(loadu(s + j0) - splat(m));
                 sum += e;
-                o += splat(e) * loadu(vb + j * a.vs_j);
+                storeu(s + j0, e);
             }
-            storeu(a.out + b * a.os_b + i * a.os_i + h * D, o * splat(1.0f / sum));
+            v16 o = splat(0.0f);
+            for (int64_t j = 0; j < S; ++j) o += splat(s[j]) * loadu(vb + j * a.vs_j);
+            storeu(a.out + b * a.os_b + i * a.os_i + h * D, o * splat(1.0f / hsum(sum)));
         }
     }
 }

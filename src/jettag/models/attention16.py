@@ -59,14 +59,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
             or bias.shape[3] < s):
         raise ValueError(f"attend: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
                          f"bias {tuple(bias.shape)} for {heads} heads of width {HEAD_DIM}")
-    if s > _kernel().max_keys:
-        raise ValueError(f"attend: {s} keys, the kernel takes at most {_kernel().max_keys}")
+    kernel = _kernel()
+    if s > kernel.max_keys:
+        raise ValueError(f"attend: {s} keys, the kernel takes at most {kernel.max_keys}")
     if any(x.stride(-1) != 1 for x in (q, k, v, bias)):
         raise ValueError("attend: the last axis of q, k, v and bias must be contiguous")
     out = q.new_empty(b, t, d)
     bias_b, bias_h, bias_i = (bias.stride(a) if bias.shape[a] > 1 else 0 for a in range(3))
     strides = (ctypes.c_int64 * 11)(q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0),
                                     v.stride(1), bias_b, bias_h, bias_i, out.stride(0), out.stride(1))
-    _kernel()(q.data_ptr(), k.data_ptr(), v.data_ptr(), bias.data_ptr(), out.data_ptr(),
-              ctypes.addressof(strides), b, heads, t, s, 1.0 / math.sqrt(HEAD_DIM))
+    kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), bias.data_ptr(), out.data_ptr(),
+           ctypes.addressof(strides), b, heads, t, s, 1.0 / math.sqrt(HEAD_DIM))
     return out
